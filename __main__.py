@@ -1,0 +1,21 @@
+"""llm-platform: read the stack's typed config, build the Platform, export what operators need."""
+
+import pulumi
+
+import config
+from components.platform import Platform
+
+try:
+    cfg = config.load()
+except config.ConfigError as error:
+    raise pulumi.RunError(str(error)) from None  # RunError prints the message without a traceback
+
+platform = Platform("llm", cfg)
+
+pulumi.export("clusterName", platform.cluster.cluster_name)
+pulumi.export("region", cfg.cluster.region)
+pulumi.export("vpcId", platform.cluster.vpc_id)
+pulumi.export("privateSubnetIds", platform.cluster.private_subnet_ids)
+pulumi.export("kubeconfig", platform.cluster.kubeconfig)
+pulumi.export("karpenterInterruptionQueue", platform.karpenter.queue.name)
+pulumi.export("gpuNodePools", {key: sorted(pool.node_pools) for key, pool in platform.gpu_pools.items()})

@@ -1,0 +1,1 @@
+"""One ComponentResource per module; `platform.Platform` wires them together."""

@@ -1,0 +1,148 @@
+"""GpuNodePool: one EC2NodeClass and one Karpenter v1 NodePool per capacity type for a `gpuPools` entry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.cluster import DISCOVERY_TAG
+from config import GpuPool
+from config.checks import nodepool_names
+from config.instances import types_in_pool
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
+POOL_LABEL = "llm-platform.io/gpu-pool"
+AMI_FAMILY_LABEL = "llm-platform.io/ami-family"
+# Karpenter orders NodePools by weight: spot first, on-demand only when spot cannot be had.
+CAPACITY_WEIGHTS = {"spot": 100, "on-demand": 10}
+# The OS/boot volume: Bottlerocket keeps images and pods on a second (data) volume, AL2023 on the root volume.
+DATA_DEVICE = {"al2023": "/dev/xvda", "bottlerocket": "/dev/xvdb"}
+
+
+def requirements(pool: GpuPool, capacity_type: str) -> list[dict]:
+    """Karpenter scheduling requirements for one NodePool of the pool. Karpenter ANDs requirements, so a pool
+    with both families and explicit types (a union) is expressed as one list of instance types."""
+    reqs = [
+        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+        {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
+        {"key": "karpenter.sh/capacity-type", "operator": "In", "values": [capacity_type]},
+        {"key": "karpenter.k8s.aws/instance-gpu-manufacturer", "operator": "In", "values": ["nvidia"]},
+    ]
+    if pool.instance_types:
+        names = [t.name for t in types_in_pool(pool.instance_families, pool.instance_types)]
+        reqs.append({"key": "node.kubernetes.io/instance-type", "operator": "In", "values": names})
+    else:
+        reqs.append({"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": sorted(pool.instance_families)})
+    return reqs
+
+
+def node_labels(pool_key: str, pool: GpuPool) -> dict[str, str]:
+    return {**pool.labels, POOL_LABEL: pool_key, AMI_FAMILY_LABEL: pool.ami_family}
+
+
+def nodepool_spec(pool_key: str, pool: GpuPool, capacity_type: str, node_class: str) -> dict:
+    return {
+        "weight": CAPACITY_WEIGHTS[capacity_type],
+        "template": {
+            "metadata": {"labels": node_labels(pool_key, pool)},
+            "spec": {
+                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class},
+                "requirements": requirements(pool, capacity_type),
+                "taints": [GPU_TAINT],
+                "expireAfter": pool.expire_after,
+                "terminationGracePeriod": pool.termination_grace_period,
+            },
+        },
+        "limits": {"nvidia.com/gpu": pool.gpu_limit},
+        "disruption": {
+            "consolidationPolicy": pool.consolidation_policy,
+            "consolidateAfter": pool.consolidate_after,
+            "budgets": [{"nodes": pool.disruption_budget}],
+        },
+    }
+
+
+def node_class_spec(pool: GpuPool, *, cluster_name: str, node_role: str, tags: dict[str, str]) -> dict:
+    discovery = {"tags": {DISCOVERY_TAG: cluster_name}}
+    spec = {
+        "role": node_role,
+        "amiSelectorTerms": [{"alias": f"{pool.ami_family}@{pool.ami_version}"}],
+        "subnetSelectorTerms": [discovery],
+        "securityGroupSelectorTerms": [discovery],
+        "blockDeviceMappings": [{
+            "deviceName": DATA_DEVICE[pool.ami_family],
+            "ebs": {
+                "volumeSize": f"{pool.root_volume_gib}Gi",
+                "volumeType": "gp3",
+                "encrypted": True,
+                "deleteOnTermination": True,
+            },
+        }],
+        # IMDSv2 only, and a hop limit of 1 so pods cannot borrow the node role's credentials.
+        "metadataOptions": {
+            "httpEndpoint": "enabled",
+            "httpProtocolIPv6": "disabled",
+            "httpPutResponseHopLimit": 1,
+            "httpTokens": "required",
+        },
+        "tags": tags,
+    }
+    if pool.ami_family == "bottlerocket":
+        # Bottlerocket's own small OS volume stays first; the sized volume above is its data volume.
+        spec["blockDeviceMappings"].insert(0, {
+            "deviceName": "/dev/xvda",
+            "ebs": {"volumeSize": "4Gi", "volumeType": "gp3", "encrypted": True, "deleteOnTermination": True},
+        })
+    if pool.instance_store_raid0:
+        spec["instanceStorePolicy"] = "RAID0"
+    return spec
+
+
+@dataclass(frozen=True)
+class GpuNodePoolArgs:
+    pool_key: str
+    """The `gpuPools` key: names the EC2NodeClass and prefixes the NodePools."""
+    pool: GpuPool
+    cluster_name: str
+    node_role_name: pulumi.Input[str]
+    tags: dict[str, str]
+    """AWS tags for the instances and volumes Karpenter launches (the provider's default tags do not reach them)."""
+    depends_on: list[pulumi.Resource]
+    """The Karpenter CRD and controller releases."""
+
+
+class GpuNodePool(pulumi.ComponentResource):
+    node_class: k8s.apiextensions.CustomResource
+    node_pools: dict[str, k8s.apiextensions.CustomResource]
+
+    def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llm-platform:index:GpuNodePool", name, None, opts)
+        after_karpenter = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+        metadata_labels = {"app.kubernetes.io/part-of": "llm-platform", "app.kubernetes.io/managed-by": "pulumi"}
+        self.node_class = k8s.apiextensions.CustomResource(
+            f"{name}-nodeclass",
+            api_version="karpenter.k8s.aws/v1",
+            kind="EC2NodeClass",
+            metadata={"name": args.pool_key, "labels": metadata_labels},
+            spec=pulumi.Output.from_input(args.node_role_name).apply(
+                lambda role: node_class_spec(args.pool, cluster_name=args.cluster_name, node_role=role, tags=args.tags)
+            ),
+            opts=after_karpenter,
+        )
+        self.node_pools = {}
+        pool_names = nodepool_names(args.pool_key, args.pool.capacity_types)
+        for capacity, pool_name in zip(args.pool.capacity_types, pool_names):
+            self.node_pools[capacity] = k8s.apiextensions.CustomResource(
+                f"{name}-{capacity}",
+                api_version="karpenter.sh/v1",
+                kind="NodePool",
+                metadata={"name": pool_name, "labels": metadata_labels},
+                spec=nodepool_spec(args.pool_key, args.pool, capacity, args.pool_key),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, self.node_class]),
+            )
+        self.register_outputs({
+            "nodeClass": args.pool_key,
+            "nodePools": pool_names,
+        })

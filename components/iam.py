@@ -1,0 +1,45 @@
+"""IAM policy documents as plain dicts, so tests can assert on statements without a Pulumi runtime."""
+
+from __future__ import annotations
+
+# The managed policies every EKS worker node needs: join the cluster, run the VPC CNI, pull images, and be
+# reachable through SSM for debugging without SSH. Source: Karpenter v1.14 getting-started CloudFormation and
+# docs.aws.amazon.com/eks/latest/userguide/create-node-role.html, checked 2026-11-24.
+NODE_MANAGED_POLICIES = (
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEKS_CNI_Policy",
+    "AmazonEC2ContainerRegistryPullOnly",
+    "AmazonSSMManagedInstanceCore",
+)
+
+
+def managed_policy_arn(partition: str, name: str) -> str:
+    prefix = "service-role/" if name == "AmazonEBSCSIDriverPolicy" else ""
+    return f"arn:{partition}:iam::aws:policy/{prefix}{name}"
+
+
+def ec2_trust_policy() -> dict:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    }
+
+
+def pod_identity_trust_policy(cluster_name: str, namespace: str, service_account: str) -> dict:
+    """Trust for EKS Pod Identity, narrowed by the session tags the agent sets to one service account of one
+    cluster, so no other Pod Identity association in the account can assume the role.
+    Source: docs.aws.amazon.com/eks/latest/userguide/pod-id-role.html, checked 2026-11-24."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "AllowEksPodIdentity",
+            "Effect": "Allow",
+            "Principal": {"Service": "pods.eks.amazonaws.com"},
+            "Action": ["sts:AssumeRole", "sts:TagSession"],
+            "Condition": {"StringEquals": {
+                "aws:RequestTag/eks-cluster-name": cluster_name,
+                "aws:RequestTag/kubernetes-namespace": namespace,
+                "aws:RequestTag/kubernetes-service-account": service_account,
+            }},
+        }],
+    }

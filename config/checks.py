@@ -1,0 +1,110 @@
+"""Checks that span fields: run after every field is individually valid. Each returns every problem it finds."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from config.errors import Problem
+from config.instances import types_in_pool
+from config.schema import DNS_LABEL, StackConfig
+
+LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+AMI_VERSION = {"al2023": r"^(latest|v[0-9]{8})$", "bottlerocket": r"^(latest|v[0-9]+\.[0-9]+\.[0-9]+)$"}
+# Labels the platform sets itself on GPU nodes; a pool may not override them.
+RESERVED_LABEL_PREFIXES = ("karpenter.sh/", "karpenter.k8s.aws/", "kubernetes.io/", "k8s.io/", "llm-platform.io/")
+
+
+def check(cfg: StackConfig) -> list[Problem]:
+    return [*_check_cluster(cfg), *_check_pools(cfg), *_check_tags(cfg), *_check_models(cfg)]
+
+
+def nodepool_names(pool: str, capacity_types: list[str]) -> list[str]:
+    """Karpenter NodePool names for one pool: one per capacity type."""
+    return [f"{pool}-{capacity}" for capacity in capacity_types]
+
+
+def _check_cluster(cfg: StackConfig) -> list[Problem]:
+    problems = []
+    c = cfg.cluster
+    vpc, services = ipaddress.ip_network(c.vpc_cidr), ipaddress.ip_network(c.service_cidr)
+    if vpc.overlaps(services):
+        problems.append(Problem("cluster.serviceCidr", c.service_cidr, f"must not overlap cluster.vpcCidr ({c.vpc_cidr})"))
+    ng = c.system_node_group
+    if not ng.min_size <= ng.desired_size <= ng.max_size:
+        problems.append(Problem(
+            "cluster.systemNodeGroup",
+            {"minSize": ng.min_size, "desiredSize": ng.desired_size, "maxSize": ng.max_size},
+            "need minSize <= desiredSize <= maxSize",
+        ))
+    if not c.endpoint_public_access and c.public_access_cidrs != ["0.0.0.0/0"]:
+        problems.append(Problem(
+            "cluster.publicAccessCidrs", c.public_access_cidrs, "only applies when cluster.endpointPublicAccess is true"
+        ))
+    return problems
+
+
+def _check_pools(cfg: StackConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    owners: dict[str, str] = {}  # Kubernetes object name -> pool key that produces it
+    for key, pool in cfg.gpu_pools.items():
+        path = f"gpuPools.{key}"
+        if not re.fullmatch(DNS_LABEL, key):
+            problems.append(Problem(path, key, "pool names must be DNS labels: lowercase letters, digits and '-', at most 32 characters"))
+        if not pool.instance_families and not pool.instance_types:
+            problems.append(Problem(path, {"instanceFamilies": [], "instanceTypes": []}, "a pool needs at least one instance family or instance type"))
+        for field, values in (("instanceFamilies", pool.instance_families), ("instanceTypes", pool.instance_types),
+                              ("capacityTypes", pool.capacity_types)):
+            duplicates = sorted({v for v in values if values.count(v) > 1})
+            if duplicates:
+                problems.append(Problem(f"{path}.{field}", values, f"lists {duplicates} more than once"))
+        if not pool.capacity_types:
+            problems.append(Problem(f"{path}.capacityTypes", [], "allowed: one or both of 'spot', 'on-demand'"))
+        types = types_in_pool(pool.instance_families, pool.instance_types)
+        if types:
+            smallest = min(t.gpus for t in types)
+            if pool.gpu_limit < smallest:
+                problems.append(Problem(
+                    f"{path}.gpuLimit", pool.gpu_limit,
+                    f"the smallest instance in this pool has {smallest} GPUs, so the pool could never launch a node; "
+                    f"use at least {smallest}",
+                ))
+        if not re.fullmatch(AMI_VERSION[pool.ami_family], pool.ami_version):
+            problems.append(Problem(
+                f"{path}.amiVersion", pool.ami_version,
+                f"allowed for {pool.ami_family}: 'latest' or a release like "
+                f"{'v20251103' if pool.ami_family == 'al2023' else 'v1.46.0'}",
+            ))
+        for label, value in pool.labels.items():
+            if not re.fullmatch(LABEL_KEY, label) or label.startswith(RESERVED_LABEL_PREFIXES):
+                problems.append(Problem(f"{path}.labels", label, f"must be a valid label key outside {', '.join(RESERVED_LABEL_PREFIXES)}"))
+            if not re.fullmatch(LABEL_VALUE, value):
+                problems.append(Problem(f"{path}.labels.{label}", value, "must be a valid label value (63 characters of [A-Za-z0-9-_.])"))
+        for name in [key, *nodepool_names(key, pool.capacity_types)]:
+            if name in owners and owners[name] != key:
+                problems.append(Problem(path, key, f"produces the Kubernetes object name '{name}', which pool '{owners[name]}' also produces; rename one"))
+            owners.setdefault(name, key)
+    return problems
+
+
+# Tag keys AWS reserves, or Karpenter sets itself and refuses in an EC2NodeClass.
+RESERVED_TAG_PREFIXES = ("aws:", "kubernetes.io/cluster/", "karpenter.sh/", "karpenter.k8s.aws/", "eks:")
+
+
+def _check_tags(cfg: StackConfig) -> list[Problem]:
+    problems = []
+    for key, value in cfg.tags.items():
+        if key.lower().startswith(RESERVED_TAG_PREFIXES) or not 1 <= len(key) <= 128:
+            problems.append(Problem(
+                f"tags.{key}", key, f"tag keys are 1-128 characters and may not start with {', '.join(RESERVED_TAG_PREFIXES)}"
+            ))
+        if len(value) > 256:
+            problems.append(Problem(f"tags.{key}", value, "tag values are at most 256 characters"))
+    return problems
+
+
+def _check_models(cfg: StackConfig) -> list[Problem]:
+    if cfg.models:
+        return [Problem("models", sorted(cfg.models), "model serving is not implemented yet; leave models empty ({})")]
+    return []

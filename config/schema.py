@@ -1,0 +1,194 @@
+"""Typed stack configuration. Field defaults live here; Pulumi.yaml only documents the keys.
+
+YAML keys are camelCase (the Pulumi convention); Python attributes are snake_case.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from config.instances import INSTANCE_FAMILIES, INSTANCE_TYPES
+from config.versions import KUBERNETES_VERSIONS
+
+# Karpenter v1 duration and budget formats, from the karpenter.sh_nodepools CRD (v1.14.1).
+DURATION_OR_NEVER = r"^(([0-9]+(s|m|h))+|Never)$"
+DURATION = r"^([0-9]+(s|m|h))+$"
+BUDGET_NODES = r"^((100|[0-9]{1,2})%|[0-9]+)$"
+# Region names are checked by shape, so a region launched after this was written is still accepted.
+REGION = r"^(us|eu|ap|sa|ca|me|af|il|mx)(-gov)?-(north|south|east|west|central|northeast|southeast|northwest|southwest)-[0-9]$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$"
+EC2_INSTANCE_TYPE = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
+IAM_PRINCIPAL_ARN = r"^arn:aws(-cn|-us-gov)?:(iam|sts)::[0-9]{12}:(role|user|assumed-role)/.+$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class SystemNodeGroup(_Model):
+    """The managed node group that runs controllers (Karpenter, CoreDNS, add-ons); never model servers."""
+
+    instance_types: list[Annotated[str, Field(pattern=EC2_INSTANCE_TYPE)]] = Field(
+        default_factory=lambda: ["m7i.large", "m6i.large"], min_length=1
+    )
+    """Default m7i.large, m6i.large: two families so one sold-out family does not block node replacement."""
+    min_size: int = Field(default=2, ge=1)
+    """Default 2: Karpenter runs two replicas with hard anti-affinity; excludes 0 (nothing could schedule it)."""
+    desired_size: int = Field(default=2, ge=1)
+    max_size: int = Field(default=4, ge=1)
+    disk_size_gib: int = Field(default=50, ge=20, le=1000)
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    """Default ON_DEMAND: losing the node that runs Karpenter stalls every GPU scale-up."""
+
+
+class Cluster(_Model):
+    region: Annotated[str, Field(pattern=REGION)]
+    """Required. AWS region for every resource; the program builds its own AWS provider from it."""
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")] | None = None
+    """EKS cluster name. Default `llm-<stack>`. Also the `karpenter.sh/discovery` tag value and the queue name."""
+    kubernetes_version: str = "1.35"
+    """Kubernetes minor version. Allowed: config.versions.KUBERNETES_VERSIONS."""
+    availability_zones: int = Field(default=3, ge=2, le=6)
+    """Number of AZs, from the region's first opted-in zones. Default 3; at least 2 (EKS requires two)."""
+    vpc_cidr: str = "10.0.0.0/16"
+    """IPv4 VPC block, /16 to /20. Private subnets get 1/8 of it per AZ; public subnets share the last 1/8."""
+    service_cidr: str = "172.20.0.0/16"
+    """Kubernetes Service IP range; must not overlap the VPC."""
+    nat_gateways: Literal["single", "perAz"] = "perAz"
+    """`perAz` (default) survives an AZ outage; `single` saves ~$32/month per extra AZ (dev)."""
+    endpoint_public_access: bool = True
+    """Default true so `pulumi up` from outside the VPC can reach the API; the private endpoint is always on."""
+    public_access_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    """CIDRs allowed to reach the public endpoint. Default everywhere (IAM still authenticates); narrow it in prod."""
+    admin_role_arns: list[Annotated[str, Field(pattern=IAM_PRINCIPAL_ARN)]] = Field(default_factory=list)
+    """IAM principals given cluster-admin through EKS access entries, besides the identity that runs `pulumi up`."""
+    log_types: list[Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]] = Field(
+        default_factory=lambda: ["api", "audit", "authenticator"]
+    )
+    deletion_protection: bool = False
+    addon_versions: dict[str, str] = Field(default_factory=dict)
+    """Pin EKS add-on versions by add-on name; unset add-ons get EKS's default version for the cluster version."""
+    system_node_group: SystemNodeGroup = Field(default_factory=SystemNodeGroup)
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _supported_version(cls, v: str) -> str:
+        if v not in KUBERNETES_VERSIONS:
+            raise ValueError(f"must be one of {', '.join(KUBERNETES_VERSIONS)}")
+        return v
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc_cidr(cls, v: str) -> str:
+        net = _ipv4_network(v)
+        if not 16 <= net.prefixlen <= 20:
+            raise ValueError("must be an IPv4 block from /16 to /20")
+        if not net.is_private:
+            raise ValueError("must be a private (RFC 1918) block")
+        return v
+
+    @field_validator("service_cidr")
+    @classmethod
+    def _service_cidr(cls, v: str) -> str:
+        net = _ipv4_network(v)
+        if not 12 <= net.prefixlen <= 24:
+            raise ValueError("must be an IPv4 block from /12 to /24 (EKS limits)")
+        return v
+
+    @field_validator("public_access_cidrs")
+    @classmethod
+    def _public_cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            _ipv4_network(cidr)
+        return v
+
+
+class GpuPool(_Model):
+    """One GPU capacity pool. Becomes an EC2NodeClass and one Karpenter NodePool per capacity type."""
+
+    instance_families: list[str] = Field(default_factory=list)
+    """EC2 families (e.g. g6e). With instance_types, the pool admits the union. At least one of the two is required."""
+    instance_types: list[str] = Field(default_factory=list)
+    capacity_types: list[Literal["spot", "on-demand"]] = Field(default_factory=lambda: ["spot", "on-demand"])
+    """Default both: a spot NodePool weighted above an on-demand one, so Karpenter tries spot first."""
+    gpu_limit: int = Field(gt=0)
+    """Required. Cap on `nvidia.com/gpu` per NodePool (Karpenter limits are per NodePool, so with both capacity
+    types the pool can hold up to this many spot GPUs plus this many on-demand GPUs)."""
+    consolidation_policy: Literal["WhenEmptyOrUnderutilized", "WhenEmpty"] = "WhenEmptyOrUnderutilized"
+    consolidate_after: Annotated[str, Field(pattern=DURATION_OR_NEVER)] = "15m"
+    """Default 15m: long enough that a model server's multi-minute load is not undone by a brief lull."""
+    disruption_budget: Annotated[str, Field(pattern=BUDGET_NODES)] = "10%"
+    """Share (or count) of the pool's nodes Karpenter may disrupt at once. Default 10%."""
+    expire_after: Annotated[str, Field(pattern=DURATION_OR_NEVER)] = "720h"
+    """Default 720h (30 days): nodes pick up new AMIs and patches; `Never` disables expiry."""
+    termination_grace_period: Annotated[str, Field(pattern=DURATION)] = "1h"
+    """Upper bound on a node drain; default 1h leaves room for in-flight generations to finish."""
+    ami_family: Literal["al2023", "bottlerocket"] = "al2023"
+    """Karpenter picks the NVIDIA variant of the family for GPU instances. AL2 has no GPU AMIs from Kubernetes 1.33."""
+    ami_version: Annotated[str, Field(pattern=r"^(latest|v[0-9][0-9.]*)$")] = "latest"
+    """`latest` or a release (al2023: v20251103; bottlerocket: v1.46.0). Pin it in production: `latest` drifts
+    every node whenever AWS publishes an AMI."""
+    root_volume_gib: int = Field(default=300, ge=200, le=16384)
+    """Encrypted gp3 root volume. At least 200 GiB: vLLM/TGI images are 10-20 GiB and weights are cached on disk."""
+    instance_store_raid0: bool = True
+    """Default true: stripe the instance's local NVMe into RAID0 for images and the model cache."""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("instance_families")
+    @classmethod
+    def _known_families(cls, v: list[str]) -> list[str]:
+        unknown = [f for f in v if f not in INSTANCE_FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown GPU instance family {unknown}; allowed: {', '.join(sorted(INSTANCE_FAMILIES))}")
+        return v
+
+    @field_validator("instance_types")
+    @classmethod
+    def _known_types(cls, v: list[str]) -> list[str]:
+        unknown = [t for t in v if t not in INSTANCE_TYPES]
+        if unknown:
+            raise ValueError(
+                f"unknown GPU instance type {unknown}; allowed: {', '.join(sorted(INSTANCE_TYPES))}"
+            )
+        return v
+
+
+class StackConfig(_Model):
+    """The whole validated configuration of one stack."""
+
+    stack: str
+    cluster: Cluster
+    gpu_pools: dict[str, GpuPool] = Field(min_length=1)
+    """Keyed map: each key names a pool (a DNS label) and becomes the prefix of its Kubernetes objects."""
+    tags: dict[str, str] = Field(default_factory=dict)
+    """AWS tags merged over the default set (project, stack, managed-by) on every taggable resource."""
+    models: dict[str, dict] = Field(default_factory=dict)
+    """Model servers to deploy. Defined by the model-serving work; must be empty until then."""
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster.name or f"llm-{self.stack}"
+
+    @property
+    def aws_tags(self) -> dict[str, str]:
+        """The one tag set for every AWS resource: defaults, then the stack's own tags on top."""
+        return {"project": "llm-platform", "stack": self.stack, "managed-by": "pulumi", **self.tags}
+
+
+def _ipv4_network(value: str) -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as e:
+        raise ValueError(f"not a valid CIDR block ({e})") from None
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise ValueError("must be an IPv4 CIDR block")
+    return net
+
+
+def is_dns_label(value: str) -> bool:
+    return re.fullmatch(DNS_LABEL, value) is not None

@@ -1,0 +1,41 @@
+"""Every chart and image version the platform installs: one place to bump, each with the date it was checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Chart:
+    name: str
+    repository: str  # an https Helm repository, or an oci:// registry path that holds the chart
+    version: str
+    checked: str
+
+    @property
+    def is_oci(self) -> bool:
+        return self.repository.startswith("oci://")
+
+    @property
+    def reference(self) -> str:
+        """What `helm install` takes as the chart argument."""
+        return f"{self.repository}/{self.name}" if self.is_oci else self.name
+
+
+# Karpenter ships its CRDs in a separate chart so that `helm upgrade` also upgrades them (Helm never upgrades the
+# CRDs in a chart's crds/ folder). Both charts must stay on the same version.
+# Source: github.com/aws/karpenter-provider-aws charts/karpenter/Chart.yaml (v1.14.1); supports Kubernetes 1.30-1.36.
+KARPENTER = Chart("karpenter", "oci://public.ecr.aws/karpenter", "1.14.1", "2026-11-24")
+KARPENTER_CRD = Chart("karpenter-crd", "oci://public.ecr.aws/karpenter", "1.14.1", "2026-11-24")
+
+# Source: github.com/NVIDIA/k8s-device-plugin deployments/helm/nvidia-device-plugin/Chart.yaml (v0.20.0).
+NVIDIA_DEVICE_PLUGIN = Chart(
+    "nvidia-device-plugin", "https://nvidia.github.io/k8s-device-plugin", "0.20.0", "2026-11-24"
+)
+
+CHARTS: tuple[Chart, ...] = (KARPENTER, KARPENTER_CRD, NVIDIA_DEVICE_PLUGIN)
+
+# Kubernetes minor versions this program supports: EKS standard or extended support on 2026-11-24 (1.31 leaves
+# extended support this month) intersected with Karpenter 1.14's compatibility matrix (1.30-1.36).
+# Sources: docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html and karpenter.sh/v1.14/upgrading/compatibility.
+KUBERNETES_VERSIONS: tuple[str, ...] = ("1.32", "1.33", "1.34", "1.35", "1.36")

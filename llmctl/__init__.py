@@ -1,0 +1,1 @@
+"""llmctl: offline tools for the llm-platform Pulumi program (no cloud credentials, no Pulumi CLI)."""

@@ -1,0 +1,116 @@
+"""`llmctl plan`: run the real Pulumi program under recording mocks and write what it would create."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import config
+from tests.mocks import Recording, install, plain, to_manifest
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+SECRET_PLACEHOLDER = "plan-placeholder-secret"  # stands in for `secure:` values, which only the Pulumi CLI can decrypt
+
+
+@dataclass
+class Plan:
+    stack: str
+    cfg: config.StackConfig
+    recording: Recording
+
+    def manifests(self) -> list[dict[str, Any]]:
+        return [to_manifest(r) for r in self.recording.resources if r.is_kubernetes and r.custom]
+
+    def releases(self) -> list[dict[str, Any]]:
+        releases = []
+        for r in self.recording.of_type("kubernetes:helm.sh/v3:Release"):
+            inputs = plain(r.inputs)
+            repo = (inputs.get("repositoryOpts") or {}).get("repo")
+            releases.append({
+                "release": inputs.get("name"), "namespace": inputs.get("namespace"), "chart": inputs.get("chart"),
+                "repository": repo, "version": inputs.get("version"), "skipCrds": inputs.get("skipCrds", False),
+                "values": inputs.get("values") or {},
+            })
+        return releases
+
+    def inventory(self) -> list[dict[str, Any]]:
+        return [
+            {"type": r.type, "name": r.name, "parent": r.parent, "custom": r.custom, "inputs": plain(r.inputs)}
+            for r in self.recording.resources
+        ]
+
+
+def stack_config_for_pulumi(values: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """Pulumi.<stack>.yaml's `config:` map as the engine hands it to a program: strings, objects as JSON."""
+    flat, secret_keys = {}, []
+    for key, value in values.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            flat[key] = SECRET_PLACEHOLDER
+            secret_keys.append(key)
+        elif isinstance(value, str):
+            flat[key] = value
+        else:
+            flat[key] = json.dumps(value)
+    return flat, secret_keys
+
+
+def run(stack: str, project_dir: Path = PROJECT_DIR) -> Plan:
+    """Validate the stack's config, then run __main__.py under mocks. Raises config.ConfigError on bad config."""
+    import pulumi
+
+    cfg = config.load_stack_file(project_dir, stack)
+    flat, secret_keys = stack_config_for_pulumi(config.read_stack_file(project_dir, stack))
+    mocks = install(cfg.cluster.region, config.PROJECT, stack)
+    pulumi.runtime.set_all_config(flat, secret_keys)
+
+    @pulumi.runtime.test
+    def program():
+        runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
+
+    program()
+    return Plan(stack, cfg, mocks.recording)
+
+
+def write(plan: Plan, out: Path) -> None:
+    (out / "manifests").mkdir(parents=True, exist_ok=True)
+    (out / "values").mkdir(parents=True, exist_ok=True)
+    for stale in [*(out / "manifests").glob("*.yaml"), *(out / "values").glob("*.yaml")]:
+        stale.unlink()
+    for manifest in plan.manifests():
+        meta = manifest["metadata"]
+        stem = "-".join(filter(None, [manifest["kind"].lower(), meta.get("namespace"), meta["name"]]))
+        (out / "manifests" / f"{stem}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    for release in plan.releases():
+        (out / "values" / f"{release['release']}.yaml").write_text(yaml.safe_dump(release, sort_keys=False))
+    (out / "inventory.json").write_text(json.dumps(plan.inventory(), indent=2, sort_keys=True) + "\n")
+
+
+def summary(plan: Plan) -> str:
+    counts = Counter(r.type for r in plan.recording.resources)
+    lines = [f"stack {plan.stack}: {len(plan.recording.resources)} resources, cluster {plan.cfg.cluster_name} "
+             f"(Kubernetes {plan.cfg.cluster.kubernetes_version}) in {plan.cfg.cluster.region}, "
+             f"{plan.cfg.cluster.availability_zones} AZs", "", "resources by type:"]
+    lines += [f"  {n:4d}  {t}" for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lines += ["", "GPU node pools (Karpenter NodePools, highest weight tried first):"]
+    for m in plan.manifests():
+        if m["kind"] != "NodePool":
+            continue
+        spec = m["spec"]
+        reqs = {r["key"]: r["values"] for r in spec["template"]["spec"]["requirements"]}
+        instances = reqs.get("node.kubernetes.io/instance-type") or [f"{f}.*" for f in reqs.get("karpenter.k8s.aws/instance-family", [])]
+        lines.append(
+            f"  {m['metadata']['name']:<24} weight {spec['weight']:>3}  {reqs['karpenter.sh/capacity-type'][0]:<9} "
+            f"gpu limit {spec['limits']['nvidia.com/gpu']:>3}  {', '.join(instances)}"
+        )
+    lines += ["", "Helm releases:"]
+    lines += [f"  {r['release']:<24} {r['chart']} {r['version']}" for r in plan.releases()]
+    for key, pool in plan.cfg.gpu_pools.items():
+        if pool.ami_version == "latest":
+            lines.append(f"\nnote: gpuPools.{key}.amiVersion is 'latest': every AMI release will replace its nodes; pin it for production.")
+    return "\n".join(lines)
