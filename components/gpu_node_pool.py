@@ -116,6 +116,8 @@ class GpuNodePoolArgs:
 class GpuNodePool(pulumi.ComponentResource):
     node_class: k8s.apiextensions.CustomResource
     node_pools: dict[str, k8s.apiextensions.CustomResource]
+    """Keyed by capacity type."""
+    node_pool_names: list[str]
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-platform:index:GpuNodePool", name, None, opts)
@@ -132,8 +134,8 @@ class GpuNodePool(pulumi.ComponentResource):
             opts=after_karpenter,
         )
         self.node_pools = {}
-        pool_names = nodepool_names(args.pool_key, args.pool.capacity_types)
-        for capacity, pool_name in zip(args.pool.capacity_types, pool_names):
+        self.node_pool_names = nodepool_names(args.pool_key, args.pool.capacity_types)
+        for capacity, pool_name in zip(args.pool.capacity_types, self.node_pool_names, strict=True):
             self.node_pools[capacity] = k8s.apiextensions.CustomResource(
                 f"{name}-{capacity}",
                 api_version="karpenter.sh/v1",
@@ -144,5 +146,5 @@ class GpuNodePool(pulumi.ComponentResource):
             )
         self.register_outputs({
             "nodeClass": args.pool_key,
-            "nodePools": pool_names,
+            "nodePools": self.node_pool_names,
         })

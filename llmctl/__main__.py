@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or plan_cmd.PROJECT_DIR / "build" / "plan" / args.stack
         plan_cmd.write(result, out)
         print(plan_cmd.summary(result))
-        print(f"\nwrote {out}/manifests, {out}/values, {out}/inventory.json")
+        print(f"\nwrote {out}/manifests, {out}/values, {out}/inventory.json, {out}/outputs.json")
     return 0
 
 

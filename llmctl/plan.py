@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 import config
-from tests.mocks import Recording, install, plain, to_manifest
+from tests.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SECRET_PLACEHOLDER = "plan-placeholder-secret"  # stands in for `secure:` values, which only the Pulumi CLI can decrypt
@@ -74,6 +74,7 @@ def run(stack: str, project_dir: Path = PROJECT_DIR) -> Plan:
         runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
 
     program()
+    resolve_stack_outputs(mocks.recording)
     return Plan(stack, cfg, mocks.recording)
 
 
@@ -89,6 +90,7 @@ def write(plan: Plan, out: Path) -> None:
     for release in plan.releases():
         (out / "values" / f"{release['release']}.yaml").write_text(yaml.safe_dump(release, sort_keys=False))
     (out / "inventory.json").write_text(json.dumps(plan.inventory(), indent=2, sort_keys=True) + "\n")
+    (out / "outputs.json").write_text(json.dumps(plan.recording.stack_outputs, indent=2, sort_keys=True) + "\n")
 
 
 def summary(plan: Plan) -> str:

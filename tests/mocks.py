@@ -33,6 +33,7 @@ class Recorded:
     outputs: dict[str, Any]
     parent: str | None = None  # the parent's logical name
     parent_type: str | None = None
+    provider: str | None = None  # the explicit provider's reference ("urn::id"), if any
 
     @property
     def is_kubernetes(self) -> bool:
@@ -43,6 +44,7 @@ class Recorded:
 class Recording:
     resources: list[Recorded] = field(default_factory=list)
     invokes: list[str] = field(default_factory=list)
+    stack_outputs: dict[str, Any] = field(default_factory=dict)  # `pulumi.export`s; secrets as SECRET_PLACEHOLDER
 
     def of_type(self, type_: str) -> list[Recorded]:
         return [r for r in self.resources if r.type == type_]
@@ -110,7 +112,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         with self._lock:
             self.recording.resources.append(Recorded(
                 type=args.typ, name=args.name, custom=bool(args.custom), inputs=args.inputs,
-                outputs=outputs, parent=parent, parent_type=parent_type,
+                outputs=outputs, parent=parent, parent_type=parent_type, provider=args.provider or None,
             ))
         return id_, outputs
 
@@ -185,6 +187,20 @@ def _arn_parts(typ: str) -> tuple[str, str]:
     except (IndexError, ValueError):
         return "mock", "resource"
     return service, kind
+
+
+def resolve_stack_outputs(recording: Recording) -> None:
+    """Resolve the program's exports once it has finished, keeping only whether each is secret, never its value."""
+    from pulumi.runtime.sync_await import _sync_await
+
+    async def resolve() -> dict[str, Any]:
+        exported = {}
+        for key, value in pulumi.runtime.get_root_resource().outputs.items():
+            output = pulumi.Output.from_input(value)
+            exported[key] = SECRET_PLACEHOLDER if await output.is_secret() else plain(await output.future())
+        return exported
+
+    recording.stack_outputs = _sync_await(resolve())
 
 
 def install(region: str, project: str, stack: str) -> RecordingMocks:

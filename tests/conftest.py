@@ -1,0 +1,76 @@
+"""Shared fixtures. The whole program runs once per stack, in a subprocess (Pulumi mocks are process-wide)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Rendered:
+    """What `llmctl plan` wrote for one stack, loaded back: the same artifacts a user reads."""
+
+    stack: str
+    out: Path
+    stdout: str
+    inventory: list[dict[str, Any]]
+    manifests: list[dict[str, Any]]
+    releases: dict[str, dict[str, Any]]
+    outputs: dict[str, Any]
+
+    def of_type(self, type_: str) -> list[dict[str, Any]]:
+        return [r for r in self.inventory if r["type"] == type_]
+
+    def named(self, name: str) -> dict[str, Any]:
+        matches = [r for r in self.inventory if r["name"] == name]
+        assert len(matches) == 1, f"{len(matches)} resources named {name}"
+        return matches[0]
+
+    def kind(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.manifests if m["kind"] == kind]
+
+
+def render(stack: str, out: Path) -> Rendered:
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmctl", "plan", stack, "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return Rendered(
+        stack=stack,
+        out=out,
+        stdout=proc.stdout,
+        inventory=json.loads((out / "inventory.json").read_text()),
+        manifests=[yaml.safe_load(p.read_text()) for p in sorted((out / "manifests").glob("*.yaml"))],
+        releases={p.stem: yaml.safe_load(p.read_text()) for p in (out / "values").glob("*.yaml")},
+        outputs=json.loads((out / "outputs.json").read_text()),
+    )
+
+
+@pytest.fixture(scope="session")
+def dev(tmp_path_factory) -> Rendered:
+    return render("dev", tmp_path_factory.mktemp("dev"))
+
+
+@pytest.fixture(scope="session")
+def prod(tmp_path_factory) -> Rendered:
+    return render("prod", tmp_path_factory.mktemp("prod"))
+
+
+@pytest.fixture(params=["dev", "prod"])
+def stack(request) -> Rendered:
+    return request.getfixturevalue(request.param)
+
+
+def stack_values(stack: str) -> dict[str, Any]:
+    """The `config:` map of a committed stack file, for tests that mutate one key."""
+    return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]

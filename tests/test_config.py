@@ -1,0 +1,214 @@
+"""Stack configuration: the committed stacks load with the documented shape; bad input names key, value and rule."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import config
+from tests.conftest import ROOT, stack_values
+
+KEYS = {key: f"llm-platform:{key}" for key in config.KEYS}
+
+
+def raw(values: dict) -> dict:
+    return {key: values.get(f"llm-platform:{key}") for key in config.KEYS}
+
+
+def test_dev_stack_is_small_and_spot_first():
+    cfg = config.load_stack_file(ROOT, "dev")
+    assert cfg.cluster.availability_zones == 2
+    assert cfg.cluster.nat_gateways == "single"
+    [(key, pool)] = cfg.gpu_pools.items()
+    assert set(pool.instance_families) == {"g6e", "g5"}
+    assert pool.capacity_types == ["spot", "on-demand"]
+    assert pool.gpu_limit == 4
+
+
+def test_prod_stack_is_ha_with_large_and_small_pools():
+    cfg = config.load_stack_file(ROOT, "prod")
+    assert cfg.cluster.availability_zones == 3
+    assert cfg.cluster.nat_gateways == "perAz"
+    assert set(cfg.gpu_pools) == {"large", "small"}
+    assert set(cfg.gpu_pools["large"].instance_types) == {"p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge"}
+    for pool in cfg.gpu_pools.values():
+        assert pool.gpu_limit == 64
+        assert pool.disruption_budget == "20%"
+        assert pool.consolidation_policy == "WhenEmptyOrUnderutilized"
+        assert pool.capacity_types == ["spot", "on-demand"]
+
+
+def test_defaults_are_applied_for_unset_keys():
+    values = stack_values("dev")
+    assert "rootVolumeGib" not in values[KEYS["gpuPools"]]["general"]
+    cfg = config.parse("dev", raw(values))
+    pool = cfg.gpu_pools["general"]
+    assert pool.root_volume_gib >= 200
+    assert pool.ami_family == "al2023"
+    assert cfg.cluster_name == "llm-dev"
+    assert cfg.aws_tags["stack"] == "dev" and cfg.aws_tags["environment"] == "dev"
+
+
+def _set(values: dict, dotted: str, value) -> dict:
+    """Set `section.a.b` (section is a config key like gpuPools) in a copy of the stack values; None deletes."""
+    values = copy.deepcopy(values)
+    section, *path = dotted.split(".")
+    node = values[KEYS[section]]
+    for part in path[:-1]:
+        node = node[part]
+    if value is None:
+        node.pop(path[-1], None)
+    else:
+        node[path[-1]] = value
+    return values
+
+
+# (id, stack, key to change, new value, key the error must name, text the error must contain)
+INVALID = [
+    ("unknown-instance-type", "prod", "gpuPools.large.instanceTypes", ["p4d.24xlarge", "p9.48xlarge"],
+     "gpuPools.large.instanceTypes", "p9.48xlarge"),
+    ("unknown-instance-family", "dev", "gpuPools.general.instanceFamilies", ["g6e", "x9"],
+     "gpuPools.general.instanceFamilies", "unknown GPU instance family ['x9']"),
+    ("one-az", "dev", "cluster.availabilityZones", 1, "cluster.availabilityZones", "greater than or equal to 2"),
+    ("bad-cidr", "dev", "cluster.vpcCidr", "10.0.0.300/16", "cluster.vpcCidr", "not a valid CIDR"),
+    ("vpc-too-small", "dev", "cluster.vpcCidr", "10.0.0.0/24", "cluster.vpcCidr", "/16 to /20"),
+    ("public-vpc-cidr", "dev", "cluster.vpcCidr", "8.8.0.0/16", "cluster.vpcCidr", "private"),
+    ("overlapping-service-cidr", "dev", "cluster.serviceCidr", "10.10.128.0/20", "cluster.serviceCidr",
+     "must not overlap cluster.vpcCidr"),
+    ("negative-gpu-limit", "dev", "gpuPools.general.gpuLimit", -4, "gpuPools.general.gpuLimit", "greater than 0"),
+    ("gpu-limit-below-smallest-instance", "prod", "gpuPools.large.gpuLimit", 4, "gpuPools.large.gpuLimit",
+     "smallest instance in this pool has 8 GPUs"),
+    ("unsupported-kubernetes", "dev", "cluster.kubernetesVersion", "1.29", "cluster.kubernetesVersion",
+     "must be one of 1.32"),
+    ("unknown-capacity-type", "dev", "gpuPools.general.capacityTypes", ["spot", "reserved"],
+     "gpuPools.general.capacityTypes[1]", "'spot' or 'on-demand'"),
+    ("pool-without-instances", "dev", "gpuPools.general.instanceFamilies", [], "gpuPools.general",
+     "at least one instance family or instance type"),
+    ("duplicate-instance-types", "prod", "gpuPools.large.instanceTypes", ["p5.48xlarge", "p5.48xlarge"],
+     "gpuPools.large.instanceTypes", "more than once"),
+    ("bad-region", "dev", "cluster.region", "us-middle-earth-1", "cluster.region", "should match pattern"),
+    ("budget-over-100-percent", "prod", "gpuPools.small.disruptionBudget", "150%", "gpuPools.small.disruptionBudget",
+     "should match pattern"),
+    ("bad-duration", "dev", "gpuPools.general.consolidateAfter", "5 minutes", "gpuPools.general.consolidateAfter",
+     "should match pattern"),
+    ("root-volume-too-small", "dev", "gpuPools.general.rootVolumeGib", 100, "gpuPools.general.rootVolumeGib",
+     "greater than or equal to 200"),
+    ("unknown-ami-family", "dev", "gpuPools.general.amiFamily", "al2", "gpuPools.general.amiFamily",
+     "'al2023' or 'bottlerocket'"),
+    ("ami-version-of-other-family", "dev", "gpuPools.general.amiVersion", "v1.46.0", "gpuPools.general.amiVersion",
+     "allowed for al2023"),
+    ("misspelled-key", "dev", "gpuPools.general.gpuLimits", 4, "gpuPools.general.gpuLimits", "not a known key"),
+    ("system-nodes-min-above-max", "dev", "cluster.systemNodeGroup.minSize", 5, "cluster.systemNodeGroup",
+     "minSize <= desiredSize <= maxSize"),
+    ("reserved-tag", "dev", "tags.karpenter.sh/nodepool", "x", "tags.karpenter.sh/nodepool", "may not start with"),
+    ("models-before-serving-exists", "dev", "models.llama", {"engine": "vllm"}, "models", "not implemented yet"),
+]
+
+
+@pytest.mark.parametrize(("stack", "key", "value", "named", "text"), [case[1:] for case in INVALID],
+                         ids=[case[0] for case in INVALID])
+def test_invalid_config_is_rejected_with_its_key(stack, key, value, named, text):
+    values = stack_values(stack)
+    if key.startswith("tags.") or key.startswith("models."):
+        section, name = key.split(".", 1)
+        values[KEYS[section]] = {**(values[KEYS[section]] or {}), name: value}
+    else:
+        values = _set(values, key, value)
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse(stack, raw(values))
+    message = str(raised.value)
+    assert f"{named}:" in message, message
+    assert text in message, message
+    assert len(raised.value.problems) == 1, message
+
+
+def test_every_problem_is_reported_not_only_the_first():
+    values = _set(stack_values("prod"), "cluster.availabilityZones", 1)
+    values = _set(values, "gpuPools.large.instanceTypes", ["p9.48xlarge"])
+    values = _set(values, "gpuPools.small.gpuLimit", 0)
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse("prod", raw(values))
+    keys = [p.key for p in raised.value.problems]
+    assert keys == ["cluster.availabilityZones", "gpuPools.large.instanceTypes", "gpuPools.small.gpuLimit"]
+    assert "(3 problems)" in str(raised.value)
+
+
+def test_cross_field_problems_are_all_reported():
+    values = _set(stack_values("dev"), "cluster.serviceCidr", "10.10.0.0/16")
+    values = _set(values, "gpuPools.general.gpuLimit", 0)
+    values = _set(values, "gpuPools.general.gpuLimit", 4)
+    values = _set(values, "gpuPools.general.amiVersion", "v1.2.3")
+    values = _set(values, "cluster.systemNodeGroup.desiredSize", 9)
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse("dev", raw(values))
+    assert {p.key for p in raised.value.problems} == {
+        "cluster.serviceCidr", "cluster.systemNodeGroup", "gpuPools.general.amiVersion",
+    }
+
+
+def test_pool_names_that_collide_in_kubernetes_are_rejected():
+    values = stack_values("dev")
+    general = values[KEYS["gpuPools"]]["general"]
+    values[KEYS["gpuPools"]] = {"a": {**general, "capacityTypes": ["spot"]}, "a-spot": general}
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse("dev", raw(values))
+    assert "gpuPools.a-spot" in str(raised.value) and "'a-spot'" in str(raised.value)
+
+
+def test_pool_name_must_be_a_dns_label():
+    values = stack_values("dev")
+    values[KEYS["gpuPools"]] = {"Big_Pool": values[KEYS["gpuPools"]]["general"]}
+    with pytest.raises(config.ConfigError, match=r"gpuPools.Big_Pool: got 'Big_Pool'; pool names must be DNS labels"):
+        config.parse("dev", raw(values))
+
+
+def test_aws_region_must_agree_with_cluster_region():
+    with pytest.raises(config.ConfigError, match=r"aws:region: got 'eu-west-1'; must equal cluster.region \(us-west-2\)"):
+        config.parse("dev", raw(stack_values("dev")), aws_region="eu-west-1")
+
+
+def _project_copy(tmp_path: Path, stack_text: str) -> Path:
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "Pulumi.test.yaml").write_text(stack_text)
+    return tmp_path
+
+
+def test_duplicate_yaml_keys_are_rejected(tmp_path):
+    text = (ROOT / "Pulumi.dev.yaml").read_text().replace(
+        "  llm-platform:gpuPools:\n    general:\n",
+        "  llm-platform:gpuPools:\n    general:\n      gpuLimit: 2\n    general:\n",
+    )
+    with pytest.raises(config.ConfigError, match=r"duplicate key \(first defined on line \d+\)") as raised:
+        config.load_stack_file(_project_copy(tmp_path, text), "test")
+    assert raised.value.problems[0].value == "general"
+
+
+def test_undeclared_and_missing_project_keys_are_rejected(tmp_path):
+    values = stack_values("dev")
+    values["llm-platform:gpuPool"] = values.pop(KEYS["gpuPools"])
+    project = _project_copy(tmp_path, yaml.safe_dump({"config": values}))
+    with pytest.raises(config.ConfigError) as raised:
+        config.load_stack_file(project, "test")
+    message = str(raised.value)
+    assert "llm-platform:gpuPool: got" in message and "is not declared in Pulumi.yaml" in message
+    assert "llm-platform:gpuPools: got None; is required by Pulumi.yaml" in message
+
+
+def test_llmctl_reports_bad_config_without_a_traceback(tmp_path):
+    text = (ROOT / "Pulumi.dev.yaml").read_text().replace("gpuLimit: 4", "gpuLimit: -1")
+    bad = ROOT / "Pulumi.citest-bad.yaml"
+    bad.write_text(text)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "llmctl", "plan", "citest-bad", "--out", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        bad.unlink()
+    assert proc.returncode == 2
+    assert "gpuPools.general.gpuLimit: got -1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "inventory.json").exists()
