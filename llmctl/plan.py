@@ -41,7 +41,8 @@ class Plan:
 
     def inventory(self) -> list[dict[str, Any]]:
         return [
-            {"type": r.type, "name": r.name, "parent": r.parent, "custom": r.custom, "inputs": plain(r.inputs)}
+            {"type": r.type, "name": r.name, "parent": r.parent, "custom": r.custom,
+             "provider": r.provider.split("::")[-2] if r.provider else None, "inputs": plain(r.inputs)}
             for r in self.recording.resources
         ]
 

@@ -141,6 +141,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def _arn(self, service: str, kind: str, physical: str) -> str:
         if service == "iam":
             return f"arn:aws:iam::{ACCOUNT}:{kind}/{physical}"
+        if service == "sqs":
+            return f"arn:aws:sqs:{self.region}:{ACCOUNT}:{physical}"
         return f"arn:aws:{service}:{self.region}:{ACCOUNT}:{kind}/{physical}"
 
     def _eks_cluster(self, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
