@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 import config
+from components.gpu_node_pool import POOL_LABEL
 from tests.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -24,12 +25,18 @@ class Plan:
     cfg: config.StackConfig
     recording: Recording
 
+    def _resources(self):
+        """Registration order depends on thread timing; sort so two plans of the same config are identical."""
+        return sorted(self.recording.resources, key=lambda r: (r.type, r.name))
+
     def manifests(self) -> list[dict[str, Any]]:
-        return [to_manifest(r) for r in self.recording.resources if r.is_kubernetes and r.custom]
+        return [to_manifest(r) for r in self._resources() if r.is_kubernetes and r.custom]
 
     def releases(self) -> list[dict[str, Any]]:
         releases = []
-        for r in self.recording.of_type("kubernetes:helm.sh/v3:Release"):
+        for r in self._resources():
+            if r.type != "kubernetes:helm.sh/v3:Release":
+                continue
             inputs = plain(r.inputs)
             repo = (inputs.get("repositoryOpts") or {}).get("repo")
             releases.append({
@@ -43,7 +50,7 @@ class Plan:
         return [
             {"type": r.type, "name": r.name, "parent": r.parent, "custom": r.custom,
              "provider": r.provider.split("::")[-2] if r.provider else None, "inputs": plain(r.inputs)}
-            for r in self.recording.resources
+            for r in self._resources()
         ]
 
 
@@ -101,9 +108,9 @@ def summary(plan: Plan) -> str:
              f"{plan.cfg.cluster.availability_zones} AZs", "", "resources by type:"]
     lines += [f"  {n:4d}  {t}" for t, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
     lines += ["", "GPU node pools (Karpenter NodePools, highest weight tried first):"]
-    for m in plan.manifests():
-        if m["kind"] != "NodePool":
-            continue
+    nodepools = [m for m in plan.manifests() if m["kind"] == "NodePool"]
+    nodepools.sort(key=lambda m: (m["spec"]["template"]["metadata"]["labels"].get(POOL_LABEL, ""), -m["spec"]["weight"]))
+    for m in nodepools:
         spec = m["spec"]
         reqs = {r["key"]: r["values"] for r in spec["template"]["spec"]["requirements"]}
         instances = reqs.get("node.kubernetes.io/instance-type") or [f"{f}.*" for f in reqs.get("karpenter.k8s.aws/instance-family", [])]

@@ -239,3 +239,13 @@ def test_kubeconfig_is_exported_only_as_a_secret(stack: Rendered):
 def test_plan_summary_lists_pools_and_charts(prod: Rendered):
     assert "large-spot" in prod.stdout and "weight 100" in prod.stdout
     assert f"karpenter                oci://public.ecr.aws/karpenter/karpenter {versions.KARPENTER.version}" in prod.stdout
+
+
+def test_plan_is_deterministic(prod: Rendered, tmp_path):
+    # PR reviews diff plans: the same config must render byte-identical artifacts.
+    from tests.conftest import render
+
+    again = render("prod", tmp_path)
+    assert (again.out / "inventory.json").read_text() == (prod.out / "inventory.json").read_text()
+    assert again.manifests == prod.manifests and again.releases == prod.releases
+    assert again.stdout.replace(str(again.out), "") == prod.stdout.replace(str(prod.out), "")
