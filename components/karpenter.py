@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components import helm
 from components.cluster import SYSTEM_NODE_LABEL, managed_policy_arn_output
 from components.iam import NODE_MANAGED_POLICIES, ec2_trust_policy, pod_identity_trust_policy
 from config import versions
@@ -247,20 +248,12 @@ class Karpenter(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.crds = k8s.helm.v3.Release(
-            f"{name}-crd",
-            name="karpenter-crd",
-            chart=versions.KARPENTER_CRD.reference,
-            version=versions.KARPENTER_CRD.version,
-            namespace=NAMESPACE,
+        self.crds = helm.release(
+            f"{name}-crd", versions.KARPENTER_CRD, release_name="karpenter-crd", namespace=NAMESPACE,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.system_nodes]),
         )
-        self.release = k8s.helm.v3.Release(
-            f"{name}-controller",
-            name="karpenter",
-            chart=versions.KARPENTER.reference,
-            version=versions.KARPENTER.version,
-            namespace=NAMESPACE,
+        self.release = helm.release(
+            f"{name}-controller", versions.KARPENTER, release_name="karpenter", namespace=NAMESPACE,
             skip_crds=True,
             values=controller_values(cluster_name=args.cluster_name, queue_name=args.cluster_name, replicas=args.replicas),
             opts=pulumi.ResourceOptions(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import helm
 from components.gpu_node_pool import AMI_FAMILY_LABEL, GPU_TAINT
 from config import versions
 
@@ -35,15 +36,8 @@ class NvidiaDevicePlugin(pulumi.ComponentResource):
 
     def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-platform:index:NvidiaDevicePlugin", name, None, opts)
-        chart = versions.NVIDIA_DEVICE_PLUGIN
-        self.release = k8s.helm.v3.Release(
-            f"{name}-release",
-            name="nvidia-device-plugin",
-            chart=chart.reference,
-            version=chart.version,
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repository),
-            namespace=NAMESPACE,
-            values=device_plugin_values(),
-            opts=pulumi.ResourceOptions(parent=self),
+        self.release = helm.release(
+            f"{name}-release", versions.NVIDIA_DEVICE_PLUGIN, release_name="nvidia-device-plugin",
+            namespace=NAMESPACE, values=device_plugin_values(), opts=pulumi.ResourceOptions(parent=self),
         )
-        self.register_outputs({"chartVersion": chart.version})
+        self.register_outputs({"chartVersion": versions.NVIDIA_DEVICE_PLUGIN.version})
