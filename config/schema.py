@@ -6,7 +6,6 @@ YAML keys are camelCase (the Pulumi convention); Python attributes are snake_cas
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -189,6 +188,3 @@ def _ipv4_network(value: str) -> ipaddress.IPv4Network:
         raise ValueError("must be an IPv4 CIDR block")
     return net
 
-
-def is_dns_label(value: str) -> bool:
-    return re.fullmatch(DNS_LABEL, value) is not None

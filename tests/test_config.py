@@ -140,8 +140,6 @@ def test_every_problem_is_reported_not_only_the_first():
 
 def test_cross_field_problems_are_all_reported():
     values = _set(stack_values("dev"), "cluster.serviceCidr", "10.10.0.0/16")
-    values = _set(values, "gpuPools.general.gpuLimit", 0)
-    values = _set(values, "gpuPools.general.gpuLimit", 4)
     values = _set(values, "gpuPools.general.amiVersion", "v1.2.3")
     values = _set(values, "cluster.systemNodeGroup.desiredSize", 9)
     with pytest.raises(config.ConfigError) as raised:
