@@ -197,17 +197,19 @@ class EksCluster(pulumi.ComponentResource):
             opts=child,
         )
 
-        public, private, nats, private_rts = [], [], [], []
-        for i in range(cfg.availability_zones):
-            zone = zones.apply(lambda z, i=i: z[i])
-            subnet = aws.ec2.Subnet(
-                f"{name}-public-{i}",
+        def make_subnet(kind: str, i: int, cidr: str, tags: dict[str, str]) -> aws.ec2.Subnet:
+            return aws.ec2.Subnet(
+                f"{name}-{kind}-{i}",
                 vpc_id=vpc.id,
-                cidr_block=plan.public[i],
-                availability_zone=zone,
-                tags={"Name": f"{args.cluster_name}-public-{i}", "kubernetes.io/role/elb": "1"},
+                cidr_block=cidr,
+                availability_zone=zones.apply(lambda z: z[i]),
+                tags={"Name": f"{args.cluster_name}-{kind}-{i}", **tags},
                 opts=child,
             )
+
+        public, private, nats, private_rts = [], [], [], []
+        for i in range(cfg.availability_zones):
+            subnet = make_subnet("public", i, plan.public[i], {"kubernetes.io/role/elb": "1"})
             aws.ec2.RouteTableAssociation(f"{name}-public-{i}", subnet_id=subnet.id, route_table_id=public_rt.id, opts=child)
             public.append(subnet)
         for i in range(nat_gateway_count(cfg.nat_gateways, cfg.availability_zones)):
@@ -220,18 +222,9 @@ class EksCluster(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
             ))
         for i in range(cfg.availability_zones):
-            zone = zones.apply(lambda z, i=i: z[i])
-            subnet = aws.ec2.Subnet(
-                f"{name}-private-{i}",
-                vpc_id=vpc.id,
-                cidr_block=plan.private[i],
-                availability_zone=zone,
-                tags={
-                    "Name": f"{args.cluster_name}-private-{i}",
-                    "kubernetes.io/role/internal-elb": "1",
-                    DISCOVERY_TAG: args.cluster_name,
-                },
-                opts=child,
+            subnet = make_subnet(
+                "private", i, plan.private[i],
+                {"kubernetes.io/role/internal-elb": "1", DISCOVERY_TAG: args.cluster_name},
             )
             rt = aws.ec2.RouteTable(
                 f"{name}-private-rt-{i}",

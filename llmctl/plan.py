@@ -34,9 +34,7 @@ class Plan:
 
     def releases(self) -> list[dict[str, Any]]:
         releases = []
-        for r in self._resources():
-            if r.type != "kubernetes:helm.sh/v3:Release":
-                continue
+        for r in (r for r in self._resources() if r.type == "kubernetes:helm.sh/v3:Release"):
             inputs = plain(r.inputs)
             repo = (inputs.get("repositoryOpts") or {}).get("repo")
             releases.append({
@@ -94,11 +92,21 @@ def write(plan: Plan, out: Path) -> None:
     for manifest in plan.manifests():
         meta = manifest["metadata"]
         stem = "-".join(filter(None, [manifest["kind"].lower(), meta.get("namespace"), meta["name"]]))
-        (out / "manifests" / f"{stem}.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        (out / "manifests" / f"{stem}.yaml").write_text(_dump_manifest(manifest))
     for release in plan.releases():
-        (out / "values" / f"{release['release']}.yaml").write_text(yaml.safe_dump(release, sort_keys=False))
+        (out / "values" / f"{release['release']}.yaml").write_text(yaml.safe_dump(release, sort_keys=True))
     (out / "inventory.json").write_text(json.dumps(plan.inventory(), indent=2, sort_keys=True) + "\n")
     (out / "outputs.json").write_text(json.dumps(plan.recording.stack_outputs, indent=2, sort_keys=True) + "\n")
+
+
+def _dump_manifest(manifest: dict[str, Any]) -> str:
+    """apiVersion, kind and metadata first, as kubectl shows them; every other key sorted. Recorded inputs arrive
+    in no fixed order, and plans are diffed in reviews."""
+    head = {key: manifest[key] for key in ("apiVersion", "kind") if key in manifest}
+    head_text = yaml.safe_dump(head, sort_keys=False)
+    rest = {key: value for key, value in manifest.items() if key not in head}
+    metadata = {"metadata": rest.pop("metadata")} if "metadata" in rest else {}
+    return head_text + yaml.safe_dump(metadata, sort_keys=True) + (yaml.safe_dump(rest, sort_keys=True) if rest else "")
 
 
 def summary(plan: Plan) -> str:

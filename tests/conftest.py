@@ -30,9 +30,10 @@ class Rendered:
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [r for r in self.inventory if r["type"] == type_]
 
-    def named(self, name: str) -> dict[str, Any]:
-        matches = [r for r in self.inventory if r["name"] == name]
-        assert len(matches) == 1, f"{len(matches)} resources named {name}"
+    def named(self, name: str, type_: str) -> dict[str, Any]:
+        """Logical names are unique per type, not across types (a role and its access entry may share one)."""
+        matches = [r for r in self.inventory if r["name"] == name and r["type"] == type_]
+        assert len(matches) == 1, f"{len(matches)} {type_} named {name}"
         return matches[0]
 
     def kind(self, kind: str) -> list[dict[str, Any]]:

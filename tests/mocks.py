@@ -46,15 +46,6 @@ class Recording:
     invokes: list[str] = field(default_factory=list)
     stack_outputs: dict[str, Any] = field(default_factory=dict)  # `pulumi.export`s; secrets as SECRET_PLACEHOLDER
 
-    def of_type(self, type_: str) -> list[Recorded]:
-        return [r for r in self.resources if r.type == type_]
-
-    def named(self, name: str) -> Recorded:
-        matches = [r for r in self.resources if r.name == name]
-        if len(matches) != 1:
-            raise KeyError(f"{len(matches)} resources named {name!r}")
-        return matches[0]
-
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     """Adds the parent of each registration, which Mocks.new_resource is not told."""

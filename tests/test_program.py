@@ -10,6 +10,7 @@ from config import versions
 from tests.conftest import Rendered
 
 SUBNET = "aws:ec2/subnet:Subnet"
+ROLE = "aws:iam/role:Role"
 
 
 def _policy(resource: dict, key: str = "assumeRolePolicy") -> dict:
@@ -70,7 +71,7 @@ def test_all_core_addons_are_managed_and_ebs_csi_uses_pod_identity(stack: Render
     assert set(addons) == {"vpc-cni", "coredns", "kube-proxy", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
     [association] = addons["aws-ebs-csi-driver"]["podIdentityAssociations"]
     assert association["serviceAccount"] == "ebs-csi-controller-sa"
-    role = _role(stack, "llm-cluster-ebs-csi")
+    role = stack.named("llm-cluster-ebs-csi", ROLE)
     assert association["roleArn"].rsplit("/", 1)[-1].startswith("llm-cluster-ebs-csi")
     trust = _policy(role)["Statement"][0]
     assert trust["Principal"]["Service"] == "pods.eks.amazonaws.com"
@@ -129,16 +130,12 @@ def test_karpenter_pod_identity_matches_the_chart_service_account(stack: Rendere
     values = stack.releases["karpenter"]["values"]
     assert association["inputs"]["serviceAccount"] == values["serviceAccount"]["name"]
     assert association["inputs"]["namespace"] == stack.releases["karpenter"]["namespace"]
-    trust = _policy(_role(stack, "llm-karpenter-controller"))
+    trust = _policy(stack.named("llm-karpenter-controller", ROLE))
     assert trust["Statement"][0]["Condition"]["StringEquals"]["aws:RequestTag/kubernetes-service-account"] == "karpenter"
 
 
-def _role(stack: Rendered, name: str) -> dict:
-    return next(r for r in stack.of_type("aws:iam/role:Role") if r["name"] == name)
-
-
 def test_karpenter_node_role_joins_the_cluster(stack: Rendered):
-    node_role = _role(stack, "llm-karpenter-node")
+    node_role = stack.named("llm-karpenter-node", ROLE)
     assert _policy(node_role)["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
     attached = {r["inputs"]["policyArn"].rsplit("/", 1)[-1] for r in stack.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
                 if r["name"].startswith("llm-karpenter-node-")}
@@ -247,5 +244,7 @@ def test_plan_is_deterministic(prod: Rendered, tmp_path):
 
     again = render("prod", tmp_path)
     assert (again.out / "inventory.json").read_text() == (prod.out / "inventory.json").read_text()
-    assert again.manifests == prod.manifests and again.releases == prod.releases
+    for kind in ("manifests", "values"):
+        for path in sorted((prod.out / kind).glob("*.yaml")):
+            assert (again.out / kind / path.name).read_text() == path.read_text(), path.name
     assert again.stdout.replace(str(again.out), "") == prod.stdout.replace(str(prod.out), "")
