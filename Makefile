@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STACK ?= dev
 OUT ?=
 
-.PHONY: venv plan test lint clean
+.PHONY: venv plan test lint accuracy clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The capacity planner's error against public vLLM start-up logs (tests/data/vllm_measurements.yaml).
+accuracy: $(STAMP)
+	$(BIN)/python -m tests.planner_accuracy
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import replace
 
+from config import planner
 from config.errors import Problem
 from config.instances import types_in_pool
+from config.model_catalog import MODELS
 from config.schema import DNS_LABEL, StackConfig
 
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
@@ -105,6 +108,45 @@ def _check_tags(cfg: StackConfig) -> list[Problem]:
 
 
 def _check_models(cfg: StackConfig) -> list[Problem]:
-    if cfg.models:
-        return [Problem("models", sorted(cfg.models), "model serving is not implemented yet; leave models empty ({})")]
-    return []
+    problems: list[Problem] = []
+    for key, m in cfg.models.items():
+        path = f"models.{key}"
+        if not re.fullmatch(DNS_LABEL, key):
+            problems.append(Problem(path, key, "model keys must be DNS labels: lowercase letters, digits and '-', at most 32 characters"))
+        if m.min_replicas > m.max_replicas:
+            problems.append(Problem(f"{path}.minReplicas", m.min_replicas, f"must not exceed maxReplicas ({m.max_replicas})"))
+        if m.model not in MODELS:
+            problems.append(Problem(f"{path}.model", m.model, f"allowed: {', '.join(MODELS)}"))
+        if m.gpu_pool not in cfg.gpu_pools:
+            problems.append(Problem(f"{path}.gpuPool", m.gpu_pool, f"allowed: {', '.join(cfg.gpu_pools)}"))
+        if m.model in MODELS and m.gpu_pool in cfg.gpu_pools:
+            problems.extend(_check_fit(path, m, cfg.gpu_pools[m.gpu_pool]))
+    return problems
+
+
+def _check_fit(path: str, m, pool) -> list[Problem]:
+    """The model must fit on every instance type its pool may launch: Karpenter may pick any of them."""
+    arch = MODELS[m.model]
+    template = planner.SizingRequest(
+        arch, 0.0, tensor_parallel_size=m.tensor_parallel_size, dtype=m.dtype, quantization=m.quantization,
+        kv_cache_dtype=m.kv_cache_dtype, gpu_memory_utilization=m.gpu_memory_utilization,
+        max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs)
+    input_problems = planner.validate(replace(template, gpu_memory_gib=1.0))
+    if input_problems:
+        return [Problem(path, m.model, p) for p in input_problems]
+    problems = []
+    for instance in types_in_pool(pool.instance_families, pool.instance_types):
+        gpu = instance.gpu_spec
+        if m.tensor_parallel_size > instance.gpus:
+            problems.append(Problem(f"{path}.tensorParallelSize", m.tensor_parallel_size,
+                                    f"{instance.name} in pool '{m.gpu_pool}' has {instance.gpus} GPUs; use at most "
+                                    f"{instance.gpus} or remove {instance.name} from the pool"))
+            continue
+        req = replace(template, gpu_memory_gib=gpu.memory_gib, gpu_name=gpu.name,
+                               architecture=gpu.architecture, interconnect=gpu.interconnect)
+        sizing = planner.size(req)
+        if not sizing.fits:
+            problems.append(Problem(path, m.model, f"does not fit on {instance.name} at tensorParallelSize "
+                                    f"{m.tensor_parallel_size}: {sizing.reason}; fix: "
+                                    f"{planner.suggestion(req, instance.gpus)}"))
+    return problems

@@ -3,12 +3,14 @@
 Facts per type: GPU model, GPUs per instance, vCPUs, memory (GiB) and local NVMe instance storage (GB).
 Source: AWS "Accelerated computing instance specifications",
 https://docs.aws.amazon.com/ec2/latest/instancetypes/ac.html, checked 2026-11-24.
-Prices and GPU memory are the capacity planner's business (config/ catalog of the sizing issue).
+GPU memory lives in config/gpus.py; on-demand prices per region are below.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from config.gpus import GPUS, Gpu
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,10 @@ class InstanceType:
     @property
     def family(self) -> str:
         return self.name.split(".", 1)[0]
+
+    @property
+    def gpu_spec(self) -> Gpu:
+        return GPUS[self.gpu]
 
 
 def _family(family: str, gpu: str, sizes: list[tuple[str, int, int, int, int]]) -> list[InstanceType]:
@@ -62,3 +68,35 @@ def types_in_pool(families: list[str], types: list[str]) -> list[InstanceType]:
     """Every catalog instance type a pool admits: the union of its families and its explicit types."""
     chosen = {name for name, t in INSTANCE_TYPES.items() if t.family in families} | set(types)
     return [INSTANCE_TYPES[name] for name in sorted(chosen) if name in INSTANCE_TYPES]
+
+
+# On-demand Linux price, USD per hour. Source: AWS EC2 On-Demand pricing, https://aws.amazon.com/ec2/pricing/on-demand/
+# (P4/P5 after the June 2025 price reduction). Transcribed 2026-11-24 without AWS access from this machine: verify
+# with `aws pricing get-products --service-code AmazonEC2` before a purchase decision. These families cost the
+# same in us-east-1 and us-west-2.
+_ON_DEMAND = {
+    "g5.xlarge": 1.006, "g5.2xlarge": 1.212, "g5.4xlarge": 1.624, "g5.8xlarge": 2.448, "g5.16xlarge": 4.096,
+    "g5.12xlarge": 5.672, "g5.24xlarge": 8.144, "g5.48xlarge": 16.288,
+    "g6.xlarge": 0.8048, "g6.2xlarge": 0.9776, "g6.4xlarge": 1.3232, "g6.8xlarge": 2.0144, "g6.16xlarge": 3.3968,
+    "g6.12xlarge": 4.6016, "g6.24xlarge": 6.6752, "g6.48xlarge": 13.3504,
+    "g6e.xlarge": 1.861, "g6e.2xlarge": 2.242, "g6e.4xlarge": 3.004, "g6e.8xlarge": 4.529, "g6e.16xlarge": 7.577,
+    "g6e.12xlarge": 10.493, "g6e.24xlarge": 15.066, "g6e.48xlarge": 30.131,
+    "p4d.24xlarge": 21.96, "p4de.24xlarge": 27.45,
+    "p5.4xlarge": 6.88, "p5.48xlarge": 55.04, "p5e.48xlarge": 60.91, "p5en.48xlarge": 63.30,
+}
+ON_DEMAND_USD_PER_HOUR: dict[str, dict[str, float]] = {"us-east-1": _ON_DEMAND, "us-west-2": _ON_DEMAND}
+
+# Planning assumption, not a quote: typical spot price as a share of on-demand over 2025 for these families
+# (EC2 Spot Instance Advisor, https://aws.amazon.com/ec2/spot/instance-advisor/). Spot prices move hourly.
+SPOT_SHARE_OF_ON_DEMAND: dict[str, float] = {"g5": 0.40, "g6": 0.45, "g6e": 0.45, "p4d": 0.50, "p4de": 0.50,
+                                             "p5": 0.55, "p5e": 0.60, "p5en": 0.60}
+
+
+def on_demand_price(instance_type: str, region: str) -> float | None:
+    """USD per hour, or None when the catalog has no price for that region."""
+    return ON_DEMAND_USD_PER_HOUR.get(region, {}).get(instance_type)
+
+
+def spot_estimate(instance_type: str, region: str) -> float | None:
+    price = on_demand_price(instance_type, region)
+    return None if price is None else round(price * SPOT_SHARE_OF_ON_DEMAND[INSTANCE_TYPES[instance_type].family], 4)

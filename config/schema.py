@@ -157,6 +157,35 @@ class GpuPool(_Model):
         return v
 
 
+class ModelDeployment(_Model):
+    """One model server: which model, on which engine and pool, sized how. Checked against every instance type of
+    its pool by the capacity planner before anything is created."""
+
+    model: str
+    """Required. A catalog model (config/model_catalog.py), e.g. llama-3.1-8b."""
+    engine: Literal["vllm", "tgi"] = "vllm"
+    """Default vllm. TGI is in maintenance mode upstream."""
+    gpu_pool: str
+    """Required. A key of gpuPools; the model must fit on every instance type of that pool."""
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    """GPUs per replica. Must divide the model's attention heads and fit on the pool's instances."""
+    dtype: Literal["auto", "bfloat16", "float16"] = "auto"
+    quantization: Literal["none", "fp8", "int8", "awq", "gptq", "bitsandbytes-nf4"] = "none"
+    """Default none: the checkpoint as published (an FP8 checkpoint stays FP8)."""
+    kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    gpu_memory_utilization: float = Field(default=0.92, gt=0, le=1)
+    """Default 0.92, vLLM's own default."""
+    max_model_len: int | None = Field(default=None, gt=0)
+    """Default: the model's full context. At least one request of this length must fit in the KV cache."""
+    max_num_seqs: int | None = Field(default=None, gt=0)
+    """Default: vLLM's for the GPU (256 below 70 GiB, 1024 above)."""
+    min_replicas: int = Field(default=1, ge=0)
+    """0 lets the autoscaler scale the model to zero."""
+    max_replicas: int = Field(default=1, ge=1)
+    tier: Literal["fast", "balanced", "quality"] | None = None
+    """Gateway routing tier this model serves, if any."""
+
+
 class StackConfig(_Model):
     """The whole validated configuration of one stack."""
 
@@ -166,8 +195,8 @@ class StackConfig(_Model):
     """Keyed map: each key names a pool (a DNS label) and becomes the prefix of its Kubernetes objects."""
     tags: dict[str, str] = Field(default_factory=dict)
     """AWS tags merged over the default set (project, stack, managed-by) on every taggable resource."""
-    models: dict[str, dict] = Field(default_factory=dict)
-    """Model servers to deploy. Defined by the model-serving work; must be empty until then."""
+    models: dict[str, ModelDeployment] = Field(default_factory=dict)
+    """Keyed map of model servers; each key names the deployment (a DNS label)."""
 
     @property
     def cluster_name(self) -> str:

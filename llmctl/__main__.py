@@ -1,4 +1,4 @@
-"""llmctl command line. `python -m llmctl plan <stack> [--out DIR]`."""
+"""llmctl command line: `plan <stack> [--out DIR]` renders a stack offline; `size` runs the capacity planner."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import config
 from llmctl import plan as plan_cmd
+from llmctl import size as size_cmd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +17,17 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("plan", help="render a stack offline: manifests, Helm values, inventory, summary")
     p.add_argument("stack", help="stack name: reads Pulumi.<stack>.yaml")
     p.add_argument("--out", type=Path, help="output directory (default build/plan/<stack>)")
+    s = commands.add_parser("size", help="GPU memory, KV capacity and fit of one model server (capacity planner)")
+    size_cmd.add_arguments(s)
     args = parser.parse_args(argv)
+
+    if args.command == "size":
+        try:
+            print(size_cmd.run(args))
+        except size_cmd.UsageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
 
     if args.command == "plan":
         try:

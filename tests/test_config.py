@@ -30,17 +30,29 @@ def test_dev_stack_is_small_and_spot_first():
     assert pool.gpu_limit == 4
 
 
-def test_prod_stack_is_ha_with_large_and_small_pools():
+def test_prod_stack_is_ha_with_a_pool_per_tier():
     cfg = config.load_stack_file(ROOT, "prod")
     assert cfg.cluster.availability_zones == 3
     assert cfg.cluster.nat_gateways == "perAz"
-    assert set(cfg.gpu_pools) == {"large", "small"}
-    assert set(cfg.gpu_pools["large"].instance_types) == {"p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge"}
+    assert set(cfg.gpu_pools) == {"large", "quality", "small"}
+    assert set(cfg.gpu_pools["large"].instance_types) == {"p4de.24xlarge", "p5.48xlarge"}
+    assert set(cfg.gpu_pools["quality"].instance_types) == {"p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge"}
     for pool in cfg.gpu_pools.values():
-        assert pool.gpu_limit == 64
-        assert pool.disruption_budget == "20%"
-        assert pool.consolidation_policy == "WhenEmptyOrUnderutilized"
         assert pool.capacity_types == ["spot", "on-demand"]
+
+
+def test_prod_serves_the_seed_tiers_and_dev_one_8b_model():
+    prod = config.load_stack_file(ROOT, "prod").models
+    shape = {(m.model, m.engine, m.tensor_parallel_size, m.quantization, m.tier) for m in prod.values()}
+    assert shape == {
+        ("llama-3.1-8b", "vllm", 1, "none", "fast"),
+        ("llama-3.1-70b", "vllm", 4, "none", "balanced"),
+        ("llama-3.1-405b-fp8", "vllm", 8, "none", "quality"),
+        ("llama-3.1-70b", "tgi", 1, "bitsandbytes-nf4", None),
+    }
+    assert prod["llama-405b-fp8"].gpu_pool == "quality"
+    [(_, dev)] = config.load_stack_file(ROOT, "dev").models.items()
+    assert (dev.model, dev.engine, dev.min_replicas) == ("llama-3.1-8b", "vllm", 0)
 
 
 def test_defaults_are_applied_for_unset_keys():
@@ -106,7 +118,15 @@ INVALID = [
     ("system-nodes-min-above-max", "dev", "cluster.systemNodeGroup.minSize", 5, "cluster.systemNodeGroup",
      "minSize <= desiredSize <= maxSize"),
     ("reserved-tag", "dev", "tags.karpenter.sh/nodepool", "x", "tags.karpenter.sh/nodepool", "may not start with"),
-    ("models-before-serving-exists", "dev", "models.llama", {"engine": "vllm"}, "models", "not implemented yet"),
+    ("model-unknown", "dev", "models.llama-8b.model", "llama-9", "models.llama-8b.model", "allowed: llama-3-8b,"),
+    ("model-unknown-pool", "dev", "models.llama-8b.gpuPool", "huge", "models.llama-8b.gpuPool", "allowed: general"),
+    ("model-unknown-engine", "dev", "models.llama-8b.engine", "triton", "models.llama-8b.engine", "'vllm' or 'tgi'"),
+    ("model-tp-not-dividing-heads", "dev", "models.llama-8b.tensorParallelSize", 3, "models.llama-8b",
+     "must divide llama-3.1-8b's 32 attention heads"),
+    ("model-min-replicas-above-max", "dev", "models.llama-8b.minReplicas", 3, "models.llama-8b.minReplicas",
+     "must not exceed maxReplicas (1)"),
+    ("model-context-beyond-model", "dev", "models.llama-8b.maxModelLen", 262144, "models.llama-8b",
+     "above llama-3.1-8b's max_position_embeddings (131072)"),
 ]
 
 
@@ -114,7 +134,7 @@ INVALID = [
                          ids=[case[0] for case in INVALID])
 def test_invalid_config_is_rejected_with_its_key(stack, key, value, named, text):
     values = stack_values(stack)
-    if key.startswith("tags.") or key.startswith("models."):
+    if key.startswith("tags."):
         section, name = key.split(".", 1)
         values[KEYS[section]] = {**(values[KEYS[section]] or {}), name: value}
     else:
@@ -210,3 +230,40 @@ def test_llmctl_reports_bad_config_without_a_traceback(tmp_path):
     assert "gpuPools.general.gpuLimit: got -1" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "inventory.json").exists()
+
+
+def _one_a10g_pool(model: dict) -> dict:
+    values = _set(stack_values("dev"), "gpuPools.general.instanceFamilies", [])
+    values = _set(values, "gpuPools.general.instanceTypes", ["g5.xlarge"])
+    values[KEYS["models"]] = {"big": model}
+    return values
+
+
+def test_70b_in_bf16_on_a_single_a10g_is_rejected_at_load_with_the_numbers():
+    values = _one_a10g_pool({"model": "llama-3.1-70b", "gpuPool": "general", "maxModelLen": 8192})
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse("dev", raw(values))
+    [problem] = raised.value.problems
+    assert problem.key == "models.big"
+    assert "does not fit on g5.xlarge at tensorParallelSize 1: needs 135.7 GiB per GPU" in problem.allowed
+    assert "A10G has 20.2 GiB at utilization 0.92" in problem.allowed
+    assert "fix: use a pool with larger GPUs" in problem.allowed
+
+
+def test_fit_check_suggests_more_tensor_parallelism_when_the_instance_has_the_gpus():
+    values = _one_a10g_pool({"model": "llama-3.1-8b", "gpuPool": "general", "maxModelLen": 8192})
+    values = _set(values, "gpuPools.general.instanceTypes", ["g5.12xlarge"])
+    values[KEYS["models"]]["big"] = {"model": "qwen2.5-32b", "gpuPool": "general", "maxModelLen": 8192}
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse("dev", raw(values))
+    [problem] = raised.value.problems
+    assert "fix: use tensorParallelSize 4" in problem.allowed
+
+
+def test_tensor_parallelism_beyond_the_instance_is_rejected_per_instance_type():
+    values = _one_a10g_pool({"model": "llama-3.1-8b", "gpuPool": "general", "tensorParallelSize": 2})
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse("dev", raw(values))
+    [problem] = raised.value.problems
+    assert problem.key == "models.big.tensorParallelSize"
+    assert "g5.xlarge in pool 'general' has 1 GPUs" in problem.allowed

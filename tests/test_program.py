@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+import config
 from config import versions
-from tests.conftest import Rendered
+from tests.conftest import ROOT, Rendered
 
 SUBNET = "aws:ec2/subnet:Subnet"
 ROLE = "aws:iam/role:Role"
@@ -27,8 +28,9 @@ def test_prod_inventory_holds_the_whole_foundation(prod: Rendered):
     assert [r["release"] for r in prod.releases.values() if r["chart"].endswith("/karpenter")] == ["karpenter"]
     assert "nvidia-device-plugin" in prod.releases
     nodepools = {m["metadata"]["name"] for m in prod.kind("NodePool")}
-    assert nodepools == {"large-spot", "large-on-demand", "small-spot", "small-on-demand"}
-    assert {m["metadata"]["name"] for m in prod.kind("EC2NodeClass")} == {"large", "small"}
+    pools = ("large", "quality", "small")
+    assert nodepools == {f"{p}-{c}" for p in pools for c in ("spot", "on-demand")}
+    assert {m["metadata"]["name"] for m in prod.kind("EC2NodeClass")} == set(pools)
 
 
 @pytest.mark.parametrize(("fixture", "azs"), [("dev", 2), ("prod", 3)])
@@ -181,16 +183,21 @@ def test_nodepools_prefer_spot_and_fall_back_to_on_demand(stack: Rendered):
         template = spec["template"]["spec"]
         assert {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"} in template["taints"]
         assert template["nodeClassRef"]["kind"] == "EC2NodeClass"
-        assert spec["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+        assert spec["disruption"]["consolidationPolicy"] in ("WhenEmptyOrUnderutilized", "WhenEmpty")
 
 
 def test_prod_nodepool_limits_and_budgets(prod: Rendered):
+    pools = config.load_stack_file(ROOT, "prod").gpu_pools
     for m in prod.kind("NodePool"):
-        assert m["spec"]["limits"] == {"nvidia.com/gpu": 64}
-        assert m["spec"]["disruption"]["budgets"] == [{"nodes": "20%"}]
+        pool = pools[m["spec"]["template"]["metadata"]["labels"]["llm-platform.io/gpu-pool"]]
+        assert m["spec"]["limits"] == {"nvidia.com/gpu": pool.gpu_limit}
+        assert m["spec"]["disruption"]["budgets"] == [{"nodes": pool.disruption_budget}]
+        assert m["spec"]["disruption"]["consolidationPolicy"] == pool.consolidation_policy
     large = next(m for m in prod.kind("NodePool") if m["metadata"]["name"] == "large-spot")
     reqs = {r["key"]: r["values"] for r in large["spec"]["template"]["spec"]["requirements"]}
-    assert reqs["node.kubernetes.io/instance-type"] == ["p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge"]
+    assert reqs["node.kubernetes.io/instance-type"] == ["p4de.24xlarge", "p5.48xlarge"]
+    quality = next(m for m in prod.kind("NodePool") if m["metadata"]["name"] == "quality-on-demand")
+    assert quality["spec"]["limits"] == {"nvidia.com/gpu": 16}
 
 
 def test_node_classes_get_the_stack_tags_and_big_encrypted_volumes(stack: Rendered):

@@ -1,0 +1,275 @@
+"""Capacity planner: GPU memory of one vLLM replica, from the model's architecture. Pure functions.
+
+vLLM (0.32, `vllm/v1/worker/gpu_worker.py::determine_available_memory`) gives the KV cache whatever is left of
+`total_memory * gpu_memory_utilization` after three things it measures at start-up, per GPU:
+
+1. weights: every parameter's bytes, divided across tensor-parallel ranks (see `weights_bytes_per_gpu`);
+2. non-KV overhead: memory outside PyTorch (CUDA runtime libraries, NCCL and custom all-reduce buffers at TP >= 2),
+   the activation peak of one forward pass over `max_num_batched_tokens` tokens (or of the sampler over
+   `max_num_seqs` sequences, whichever is larger), and since vLLM 0.21 the CUDA graphs;
+3. the KV cache, allocated in blocks of 16 tokens; a token costs
+   2 (K and V) x layers x KV heads x head size x bytes of the KV dtype, and each rank holds its share of the heads.
+
+Every constant below says where it comes from. Accuracy against public vLLM start-up logs: tests/test_planner.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from config.model_catalog import ModelArch
+
+GiB = 1024**3
+BLOCK_SIZE = 16
+"""vLLM's default KV block size on CUDA (tokens per block); capacity is a whole number of blocks."""
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
+"""vLLM 0.32 default (`vllm/config/cache.py`: `gpu_memory_utilization: float = Field(default=0.92, ...)`)."""
+
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "auto": 2}
+"""`auto` is the checkpoint's torch_dtype, which is bf16 or fp16 for every catalog model."""
+KV_DTYPE_BYTES = {"fp8": 1}
+WEIGHT_QUANTIZATIONS = ("none", "fp8", "int8", "awq", "gptq", "bitsandbytes-nf4")
+# Bytes per parameter of a quantized linear layer. 4-bit formats carry per-group scales: AWQ/GPTQ with group size 128
+# add an fp16 scale and a 4-bit zero point per 128 weights (2.5 bytes / 128); bitsandbytes NF4 adds an absmax per
+# 64 weights, itself quantized to 8 bits with a second-level fp32 constant per 256 blocks (~1/64 + 4/16384 bytes).
+# FP8 and INT8 per-channel scales are one float per output row: negligible.
+QUANT_BYTES_PER_PARAM = {"fp8": 1.0, "int8": 1.0, "awq": 0.5 + 2.5 / 128, "gptq": 0.5 + 2.5 / 128,
+                         "bitsandbytes-nf4": 0.5 + 1 / 64 + 4 / 16384}
+VOCAB_PADDING = 64
+"""vLLM pads the vocabulary of its embedding and LM head to a multiple of 64 (`pad_vocab_size`) before sharding."""
+
+# Memory outside PyTorch, per GPU: CUDA runtime and cuBLAS workspaces. Measured by vLLM as `non_torch_memory`:
+# 1.79 GiB on H100 (https://github.com/vllm-project/vllm/pull/10511), 0.35 GiB on RTX 3090 (Ampere,
+# https://github.com/vllm-project/vllm/issues/10517), 0.30 GiB on L40S (Ada, https://github.com/vllm-project/vllm/issues/15815).
+RUNTIME_GIB = {"hopper": 1.8, "blackwell": 1.8, "ampere": 0.35, "ada": 0.35}
+# Extra at TP >= 2 where GPUs share NVLink: NCCL plus vLLM's custom all-reduce IPC buffers. The same H100 log
+# shows non_torch_memory 3.58 GiB at TP 2 against 1.79 GiB at TP 1. On PCIe-only instances (g5/g6/g6e) the L40S
+# TP-2 log shows no increase, so none is added there.
+NVLINK_COMM_GIB = 1.8
+# vLLM >= 0.21 profiles CUDA graph memory and takes it from the KV budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS,
+# default on in 0.32). Public logs put the estimate at 0.4-1 GiB for dense models; we plan with the upper end.
+CUDA_GRAPH_GIB = 1.0
+# Activation peak of the profiling forward pass, bytes per batched token per GPU, in the activation dtype:
+# the gate/up projection output (2 x intermediate) plus the activated intermediate (1 x), the q/k/v projection
+# output, and two hidden-size buffers (residual and layer output). For Llama-3.1-8B that is 112 KiB per token;
+# vLLM measured 107 KiB per token at 20,000 and 29,000 batched tokens (https://github.com/vllm-project/vllm/issues/10517).
+# The sampler's dummy pass holds fp32 logits and probabilities for max_num_seqs rows of the vocabulary.
+SAMPLER_BYTES_PER_LOGIT = 8
+
+
+class PlannerInputError(ValueError):
+    """Inputs the planner cannot size: each message names the input, the bad value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class SizingRequest:
+    model: ModelArch
+    gpu_memory_gib: float
+    gpu_name: str = "custom"
+    architecture: str = "hopper"
+    """Decides the runtime overhead (RUNTIME_GIB); `hopper` (the largest) for a GPU given only by memory."""
+    interconnect: str = "nvlink"
+    tensor_parallel_size: int = 1
+    dtype: str = "auto"
+    quantization: str = "none"
+    """`none` uses the checkpoint as published (Meta's FP8 405B stays FP8)."""
+    kv_cache_dtype: str = "auto"
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
+    max_model_len: int | None = None
+    """Default: the model's max_position_embeddings, as vLLM does."""
+    max_num_seqs: int | None = None
+    """Default: vLLM's for `vllm serve` on this GPU (see `scheduler_defaults`)."""
+    max_num_batched_tokens: int | None = None
+    cuda_graphs_profiled: bool = True
+    """False for vLLM < 0.21 (graphs then came out of the headroom above the utilization)."""
+
+
+@dataclass(frozen=True)
+class Sizing:
+    model: str
+    gpu: str
+    tensor_parallel_size: int
+    gpu_memory_gib: float
+    gpu_memory_utilization: float
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    weights_gib_per_gpu: float
+    runtime_gib_per_gpu: float
+    activation_gib_per_gpu: float
+    cuda_graph_gib_per_gpu: float
+    overhead_gib_per_gpu: float
+    kv_cache_gib_per_gpu: float
+    kv_bytes_per_token: int
+    """Whole model, before sharding across tensor-parallel ranks."""
+    kv_bytes_per_token_per_gpu: int
+    kv_cache_tokens: int
+    max_concurrency: float
+    """KV capacity / max_model_len: how many requests of full length fit at once (vLLM logs the same ratio)."""
+    fits: bool
+    reason: str
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def scheduler_defaults(gpu_memory_gib: float, gpu_name: str) -> tuple[int, int]:
+    """(max_num_batched_tokens, max_num_seqs) that `vllm serve` 0.32 picks for a GPU
+    (`EngineArgs.get_batch_defaults`, OPENAI_API_SERVER usage context)."""
+    if gpu_memory_gib >= 160:
+        return 16384, 1024
+    if gpu_memory_gib >= 70 and "a100" not in gpu_name.lower():
+        return 8192, 1024
+    return 2048, 256
+
+
+def validate(req: SizingRequest) -> list[str]:
+    """Every problem with a request, each naming the input, its value and what is allowed."""
+    m, tp = req.model, req.tensor_parallel_size
+    problems = []
+    if tp < 1:
+        problems.append(f"tensor_parallel_size {tp}: must be a positive integer")
+    elif m.num_attention_heads % tp:
+        divisors = [d for d in (1, 2, 4, 8, 16) if m.num_attention_heads % d == 0]
+        problems.append(f"tensor_parallel_size {tp}: must divide {m.name}'s {m.num_attention_heads} attention heads; "
+                        f"allowed: {', '.join(map(str, divisors))}")
+    elif tp > m.num_kv_heads and tp % m.num_kv_heads:
+        problems.append(f"tensor_parallel_size {tp}: above {m.name}'s {m.num_kv_heads} KV heads it must be a multiple "
+                        "of them (vLLM replicates KV heads across ranks)")
+    if req.gpu_memory_gib <= 0:
+        problems.append(f"gpu memory {req.gpu_memory_gib} GiB: must be positive")
+    if not 0 < req.gpu_memory_utilization <= 1:
+        problems.append(f"gpu_memory_utilization {req.gpu_memory_utilization}: must be in (0, 1]")
+    for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
+        value = getattr(req, name)
+        if value is not None and value <= 0:
+            problems.append(f"{name} {value}: must be a positive integer")
+    if req.max_model_len is not None and req.max_model_len > m.max_position_embeddings:
+        problems.append(f"max_model_len {req.max_model_len}: above {m.name}'s max_position_embeddings "
+                        f"({m.max_position_embeddings}); vLLM refuses it without rope scaling")
+    if req.dtype not in DTYPE_BYTES:
+        problems.append(f"dtype {req.dtype!r}: allowed: {', '.join(DTYPE_BYTES)}")
+    if req.quantization not in WEIGHT_QUANTIZATIONS:
+        problems.append(f"quantization {req.quantization!r}: allowed: {', '.join(WEIGHT_QUANTIZATIONS)}")
+    elif m.checkpoint_quantization != "none" and req.quantization not in ("none", m.checkpoint_quantization):
+        problems.append(f"quantization {req.quantization!r}: {m.name} is published as {m.checkpoint_quantization}; "
+                        f"allowed: none or {m.checkpoint_quantization}")
+    if req.kv_cache_dtype not in ("auto", "fp8"):
+        problems.append(f"kv_cache_dtype {req.kv_cache_dtype!r}: allowed: auto, fp8")
+    return problems
+
+
+def kv_bytes_per_token(m: ModelArch, kv_dtype_bytes: int, tp: int = 1) -> int:
+    """K and V for every layer. Per rank: each holds num_kv_heads / tp heads, or one replicated head when tp exceeds
+    the KV heads (so KV memory stops shrinking past tp = num_kv_heads)."""
+    heads = m.num_kv_heads if tp == 1 else max(m.num_kv_heads // tp, 1)
+    return 2 * m.num_layers * heads * m.head_size * kv_dtype_bytes
+
+
+def parameter_count(m: ModelArch) -> int:
+    """Parameters of the whole model from its architecture (dense, GQA, MoE, tied embeddings)."""
+    return _parameters(m, tp=1)["total"]
+
+
+def _parameters(m: ModelArch, tp: int) -> dict[str, int]:
+    """Parameters held by one tensor-parallel rank, grouped by how they are stored."""
+    h, hd = m.hidden_size, m.head_size
+    q_out = m.num_attention_heads * hd // tp
+    kv_out = max(m.num_kv_heads // tp, 1) * hd if tp > 1 else m.num_kv_heads * hd
+    attention = h * q_out + 2 * h * kv_out + q_out * h
+    if m.is_moe:
+        mlp = m.num_experts * 3 * h * m.moe_intermediate_size // tp
+        router = h * m.num_experts
+    else:
+        mlp = 3 * h * m.intermediate_size // tp
+        router = 0
+    small = 2 * h + (2 * hd if m.qk_norm else 0) + (q_out + 2 * kv_out if m.qkv_bias else 0) + router
+    vocab = math.ceil(m.vocab_size / VOCAB_PADDING) * VOCAB_PADDING if tp > 1 else m.vocab_size
+    embeddings = (1 if m.tie_word_embeddings else 2) * vocab * h // tp
+    return {"attention": attention, "mlp": mlp, "small": small, "embeddings": embeddings + h,
+            "total": m.num_layers * (attention + mlp + small) + embeddings + h}
+
+
+def weights_bytes_per_gpu(m: ModelArch, tp: int, dtype_bytes: int, quantization: str) -> int:
+    """Embeddings, LM head and norms stay in the activation dtype under every quantization vLLM supports;
+    quantized formats apply to the decoder layers' linear weights (attention too, unless the checkpoint says
+    only the MLP). Also counts the rotary cos/sin cache (max positions x head size, activation dtype): the 32 MiB
+    gap between Llama-3.1-8B's parameters and vLLM's reported 14.99 GiB."""
+    p = _parameters(m, tp)
+    quant = m.checkpoint_quantization if quantization == "none" else quantization
+    linear_bytes = QUANT_BYTES_PER_PARAM.get(quant, dtype_bytes)
+    quantized_layers = m.num_layers - len(m.unquantized_layers) if quant != "none" else 0
+    attention_bytes = linear_bytes if m.quantized_modules == "all" else dtype_bytes
+    layers = (quantized_layers * (p["attention"] * attention_bytes + p["mlp"] * linear_bytes)
+              + (m.num_layers - quantized_layers) * (p["attention"] + p["mlp"]) * dtype_bytes)
+    rope_cache = m.max_position_embeddings * m.head_size * dtype_bytes
+    return int(layers + (m.num_layers * p["small"] + p["embeddings"]) * dtype_bytes + rope_cache)
+
+
+def activation_bytes_per_gpu(m: ModelArch, tp: int, dtype_bytes: int, batched_tokens: int, max_num_seqs: int) -> int:
+    intermediate = m.experts_per_token * m.moe_intermediate_size if m.is_moe else m.intermediate_size
+    qkv = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_size
+    per_token = dtype_bytes * (3 * intermediate // tp + qkv // tp + 2 * m.hidden_size)
+    sampler = max_num_seqs * m.vocab_size * SAMPLER_BYTES_PER_LOGIT
+    return max(batched_tokens * per_token, sampler)
+
+
+def size(req: SizingRequest) -> Sizing:
+    """Size one replica. Raises PlannerInputError listing every problem with the request."""
+    problems = validate(req)
+    if problems:
+        raise PlannerInputError("; ".join(problems))
+    m, tp = req.model, req.tensor_parallel_size
+    dtype_bytes = DTYPE_BYTES[req.dtype]
+    default_batched, default_seqs = scheduler_defaults(req.gpu_memory_gib, req.gpu_name)
+    max_model_len = req.max_model_len or m.max_position_embeddings
+    max_num_seqs = req.max_num_seqs or default_seqs
+    batched = req.max_num_batched_tokens or default_batched
+
+    weights = weights_bytes_per_gpu(m, tp, dtype_bytes, req.quantization) / GiB
+    runtime = RUNTIME_GIB.get(req.architecture, RUNTIME_GIB["hopper"])
+    runtime += NVLINK_COMM_GIB if tp > 1 and req.interconnect == "nvlink" else 0.0
+    activation = activation_bytes_per_gpu(m, tp, dtype_bytes, batched, max_num_seqs) / GiB
+    graphs = CUDA_GRAPH_GIB if req.cuda_graphs_profiled else 0.0
+    overhead = runtime + activation + graphs
+
+    budget = math.ceil(req.gpu_memory_gib * GiB * req.gpu_memory_utilization) / GiB
+    kv_gib = budget - weights - overhead
+    kv_dtype = KV_DTYPE_BYTES.get(req.kv_cache_dtype, dtype_bytes)
+    per_token_gpu = kv_bytes_per_token(m, kv_dtype, tp)
+    blocks = max(int(kv_gib * GiB // (BLOCK_SIZE * per_token_gpu)), 0)
+    tokens = blocks * BLOCK_SIZE
+    needed = weights + overhead + max_model_len * per_token_gpu / GiB
+    fits = tokens >= max_model_len
+    where = f"{req.gpu_name} has {budget:.1f} GiB at utilization {req.gpu_memory_utilization}"
+    if fits:
+        reason = f"{tokens:,} KV tokens hold {tokens / max_model_len:.1f} requests of {max_model_len:,} tokens; {where}"
+    else:
+        reason = (f"needs {needed:.1f} GiB per GPU (weights {weights:.1f} + overhead {overhead:.1f} + KV for one "
+                  f"{max_model_len:,}-token request {max_model_len * per_token_gpu / GiB:.1f}), {where}")
+    return Sizing(
+        model=m.name, gpu=req.gpu_name, tensor_parallel_size=tp, gpu_memory_gib=req.gpu_memory_gib,
+        gpu_memory_utilization=req.gpu_memory_utilization, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=batched, weights_gib_per_gpu=weights, runtime_gib_per_gpu=runtime,
+        activation_gib_per_gpu=activation, cuda_graph_gib_per_gpu=graphs, overhead_gib_per_gpu=overhead,
+        kv_cache_gib_per_gpu=max(kv_gib, 0.0), kv_bytes_per_token=kv_bytes_per_token(m, kv_dtype),
+        kv_bytes_per_token_per_gpu=per_token_gpu, kv_cache_tokens=tokens, max_concurrency=tokens / max_model_len,
+        fits=fits, reason=reason,
+    )
+
+
+def suggestion(req: SizingRequest, max_gpus: int) -> str:
+    """One concrete way out for a request that does not fit, for error messages."""
+    m = req.model
+    for tp in (2, 4, 8):
+        if tp > req.tensor_parallel_size and tp <= max_gpus and not validate(
+                replace(req, tensor_parallel_size=tp)) and size(replace(req, tensor_parallel_size=tp)).fits:
+            return f"use tensorParallelSize {tp}"
+    if req.quantization == "none" and m.checkpoint_quantization == "none":
+        for quant in ("fp8", "awq"):
+            if size(replace(req, quantization=quant)).fits:
+                return f"quantize the weights ({quant})"
+    if req.max_model_len and req.max_model_len > 4096 and size(replace(req, max_model_len=4096)).fits:
+        return "lower maxModelLen (4096 fits)"
+    return "use a pool with larger GPUs"

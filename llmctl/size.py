@@ -1,0 +1,148 @@
+"""`llmctl size`: the capacity planner from the command line, and the cheapest instances for a model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, replace
+
+from config import planner
+from config.gpus import GPUS
+from config.instances import INSTANCE_TYPES, on_demand_price, spot_estimate
+from config.model_catalog import ModelConfigError, load_model
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="catalog model name, e.g. llama-3.1-70b")
+    model.add_argument("--model-config", help="path to a Hugging Face config.json")
+    gpu = p.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", help=f"catalog GPU: {', '.join(GPUS)} (required unless --recommend or --gpu-memory-gib)")
+    gpu.add_argument("--gpu-memory-gib", type=float, help="GPU memory as CUDA reports it, instead of --gpu")
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
+    p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 (default auto)")
+    p.add_argument("--quantization", default="none", help=f"{', '.join(planner.WEIGHT_QUANTIZATIONS)} (default none)")
+    p.add_argument("--kv-cache-dtype", default="auto", help="auto or fp8 (default auto)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=planner.DEFAULT_GPU_MEMORY_UTILIZATION,
+                   help=f"default {planner.DEFAULT_GPU_MEMORY_UTILIZATION}, vLLM's")
+    p.add_argument("--max-model-len", type=int, help="default: the model's full context")
+    p.add_argument("--max-num-seqs", type=int, help="default: vLLM's for the GPU")
+    p.add_argument("--recommend", action="store_true",
+                   help="list the cheapest instance types (and the TP they need) that serve the model")
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="with --recommend: requests of max-model-len tokens that must fit at once (default 1)")
+    p.add_argument("--region", default="us-east-1", help="with --recommend: price region (default us-east-1)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message says which flag and what is allowed."""
+
+
+def run(args: argparse.Namespace) -> str:
+    try:
+        model = load_model(args.model, args.model_config)
+    except ModelConfigError as e:
+        raise UsageError(f"--model: {e}" if args.model else f"--model-config: {e}") from None
+    base = planner.SizingRequest(
+        model, 0.0, tensor_parallel_size=args.tp, dtype=args.dtype, quantization=args.quantization,
+        kv_cache_dtype=args.kv_cache_dtype, gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs)
+    if args.recommend:
+        if args.concurrency < 1:
+            raise UsageError(f"--concurrency {args.concurrency}: must be a positive integer")
+        options = recommend(base, args.concurrency, args.region)
+        return json.dumps([o.as_dict() for o in options], indent=2) if args.json else _recommend_table(options, args)
+    req = _on_gpu(base, args)
+    try:
+        sizing = planner.size(req)
+    except planner.PlannerInputError as e:
+        raise UsageError(str(e)) from None
+    return json.dumps(sizing.as_dict(), indent=2) if args.json else _sizing_table(sizing)
+
+
+def _on_gpu(base: planner.SizingRequest, args: argparse.Namespace) -> planner.SizingRequest:
+    if args.gpu is not None:
+        if args.gpu not in GPUS:
+            raise UsageError(f"--gpu {args.gpu!r}: unknown GPU; allowed: {', '.join(GPUS)}")
+        g = GPUS[args.gpu]
+        return replace(base, gpu_memory_gib=g.memory_gib, gpu_name=g.name, architecture=g.architecture,
+                       interconnect=g.interconnect)
+    if args.gpu_memory_gib is not None:
+        if args.gpu_memory_gib <= 0:
+            raise UsageError(f"--gpu-memory-gib {args.gpu_memory_gib}: must be positive")
+        return replace(base, gpu_memory_gib=args.gpu_memory_gib, gpu_name=f"{args.gpu_memory_gib:g} GiB GPU")
+    raise UsageError("give --gpu NAME or --gpu-memory-gib N (or --recommend)")
+
+
+@dataclass(frozen=True)
+class Option:
+    instance_type: str
+    gpu: str
+    gpus: int
+    tensor_parallel_size: int
+    kv_cache_tokens: int
+    max_concurrency: float
+    on_demand_usd_per_hour: float
+    spot_estimate_usd_per_hour: float
+
+    def as_dict(self) -> dict:
+        return {**self.__dict__, "max_concurrency": round(self.max_concurrency, 2)}
+
+
+def recommend(base: planner.SizingRequest, concurrency: int, region: str) -> list[Option]:
+    """Per priced instance type, the smallest TP (a divisor of its GPU count) that holds `concurrency` requests of
+    max_model_len tokens; cheapest first. One replica per instance: the price is the whole instance's."""
+    options = []
+    for name, instance in INSTANCE_TYPES.items():
+        price = on_demand_price(name, region)
+        if price is None:
+            continue
+        g = instance.gpu_spec
+        for tp in (1, 2, 4, 8):
+            if tp > instance.gpus:
+                break
+            req = replace(base, gpu_memory_gib=g.memory_gib, gpu_name=g.name, architecture=g.architecture,
+                          interconnect=g.interconnect, tensor_parallel_size=tp)
+            if planner.validate(req):
+                continue
+            s = planner.size(req)
+            if s.fits and s.max_concurrency >= concurrency:
+                options.append(Option(name, g.name, instance.gpus, tp, s.kv_cache_tokens, s.max_concurrency, price,
+                                      spot_estimate(name, region)))
+                break
+    if not options and planner.validate(replace(base, gpu_memory_gib=1.0)):
+        raise UsageError("; ".join(planner.validate(replace(base, gpu_memory_gib=1.0))))
+    return sorted(options, key=lambda o: (o.on_demand_usd_per_hour, o.instance_type))
+
+
+def _sizing_table(s: planner.Sizing) -> str:
+    rows = [
+        ("model", s.model), ("GPU", f"{s.gpu} ({s.gpu_memory_gib:.2f} GiB)"),
+        ("tensor parallel", s.tensor_parallel_size),
+        ("budget per GPU", f"{s.gpu_memory_gib * s.gpu_memory_utilization:.2f} GiB at utilization "
+                           f"{s.gpu_memory_utilization}"),
+        ("weights per GPU", f"{s.weights_gib_per_gpu:.2f} GiB"),
+        ("overhead per GPU", f"{s.overhead_gib_per_gpu:.2f} GiB (runtime+comm {s.runtime_gib_per_gpu:.2f}, "
+                             f"activations {s.activation_gib_per_gpu:.2f}, CUDA graphs {s.cuda_graph_gib_per_gpu:.2f})"),
+        ("KV cache per GPU", f"{s.kv_cache_gib_per_gpu:.2f} GiB"),
+        ("KV bytes per token", f"{s.kv_bytes_per_token:,} ({s.kv_bytes_per_token_per_gpu:,} per GPU)"),
+        ("KV capacity", f"{s.kv_cache_tokens:,} tokens"),
+        ("max concurrency", f"{s.max_concurrency:.2f} requests of {s.max_model_len:,} tokens"),
+        ("scheduler", f"max_num_seqs {s.max_num_seqs}, max_num_batched_tokens {s.max_num_batched_tokens}"),
+        ("fits", "yes" if s.fits else "NO"), ("reason", s.reason),
+    ]
+    return "\n".join(f"{k:<20} {v}" for k, v in rows)
+
+
+def _recommend_table(options: list[Option], args: argparse.Namespace) -> str:
+    target = f"{args.concurrency} concurrent request(s) of max-model-len tokens"
+    if not options:
+        return f"no catalog instance type serves {args.model or args.model_config} with {target}"
+    head = f"{'instance type':<16} {'GPU':<10} {'TP':>2} {'KV tokens':>11} {'concurrency':>11} " \
+           f"{'on-demand $/h':>13} {'spot est. $/h':>13}"
+    lines = [f"cheapest instance types for {target} ({args.region}; spot is an estimate):", head]
+    lines += [f"{o.instance_type:<16} {o.gpu:<10} {o.tensor_parallel_size:>2} {o.kv_cache_tokens:>11,} "
+              f"{o.max_concurrency:>11.1f} {o.on_demand_usd_per_hour:>13.2f} {o.spot_estimate_usd_per_hour:>13.2f}"
+              for o in options]
+    return "\n".join(lines)
