@@ -262,9 +262,9 @@ def size(req: SizingRequest) -> Sizing:
 def suggestion(req: SizingRequest, max_gpus: int) -> str:
     """One concrete way out for a request that does not fit, for error messages."""
     m = req.model
-    for tp in (2, 4, 8):
-        if tp > req.tensor_parallel_size and tp <= max_gpus and not validate(
-                replace(req, tensor_parallel_size=tp)) and size(replace(req, tensor_parallel_size=tp)).fits:
+    for tp in (t for t in (2, 4, 8) if req.tensor_parallel_size < t <= max_gpus):
+        wider = replace(req, tensor_parallel_size=tp)
+        if not validate(wider) and size(wider).fits:
             return f"use tensorParallelSize {tp}"
     if req.quantization == "none" and m.checkpoint_quantization == "none":
         for quant in ("fp8", "awq"):

@@ -111,8 +111,6 @@ def recommend(base: planner.SizingRequest, concurrency: int, region: str) -> lis
                 options.append(Option(name, g.name, instance.gpus, tp, s.kv_cache_tokens, s.max_concurrency, price,
                                       spot_estimate(name, region)))
                 break
-    if not options and planner.validate(replace(base, gpu_memory_gib=1.0)):
-        raise UsageError("; ".join(planner.validate(replace(base, gpu_memory_gib=1.0))))
     return sorted(options, key=lambda o: (o.on_demand_usd_per_hour, o.instance_type))
 
 

@@ -232,18 +232,19 @@ def test_llmctl_reports_bad_config_without_a_traceback(tmp_path):
     assert not (tmp_path / "inventory.json").exists()
 
 
-def _one_a10g_pool(model: dict) -> dict:
+def _only_problem(model: dict, instance_type: str = "g5.xlarge") -> config.Problem:
+    """Load dev with a pool of one instance type serving `model` as `big`; it must fail with exactly one problem."""
     values = _set(stack_values("dev"), "gpuPools.general.instanceFamilies", [])
-    values = _set(values, "gpuPools.general.instanceTypes", ["g5.xlarge"])
+    values = _set(values, "gpuPools.general.instanceTypes", [instance_type])
     values[KEYS["models"]] = {"big": model}
-    return values
-
-
-def test_70b_in_bf16_on_a_single_a10g_is_rejected_at_load_with_the_numbers():
-    values = _one_a10g_pool({"model": "llama-3.1-70b", "gpuPool": "general", "maxModelLen": 8192})
     with pytest.raises(config.ConfigError) as raised:
         config.parse("dev", raw(values))
     [problem] = raised.value.problems
+    return problem
+
+
+def test_70b_in_bf16_on_a_single_a10g_is_rejected_at_load_with_the_numbers():
+    problem = _only_problem({"model": "llama-3.1-70b", "gpuPool": "general", "maxModelLen": 8192})
     assert problem.key == "models.big"
     assert "does not fit on g5.xlarge at tensorParallelSize 1: needs 135.7 GiB per GPU" in problem.allowed
     assert "A10G has 20.2 GiB at utilization 0.92" in problem.allowed
@@ -251,19 +252,11 @@ def test_70b_in_bf16_on_a_single_a10g_is_rejected_at_load_with_the_numbers():
 
 
 def test_fit_check_suggests_more_tensor_parallelism_when_the_instance_has_the_gpus():
-    values = _one_a10g_pool({"model": "llama-3.1-8b", "gpuPool": "general", "maxModelLen": 8192})
-    values = _set(values, "gpuPools.general.instanceTypes", ["g5.12xlarge"])
-    values[KEYS["models"]]["big"] = {"model": "qwen2.5-32b", "gpuPool": "general", "maxModelLen": 8192}
-    with pytest.raises(config.ConfigError) as raised:
-        config.parse("dev", raw(values))
-    [problem] = raised.value.problems
+    problem = _only_problem({"model": "qwen2.5-32b", "gpuPool": "general", "maxModelLen": 8192}, "g5.12xlarge")
     assert "fix: use tensorParallelSize 4" in problem.allowed
 
 
 def test_tensor_parallelism_beyond_the_instance_is_rejected_per_instance_type():
-    values = _one_a10g_pool({"model": "llama-3.1-8b", "gpuPool": "general", "tensorParallelSize": 2})
-    with pytest.raises(config.ConfigError) as raised:
-        config.parse("dev", raw(values))
-    [problem] = raised.value.problems
+    problem = _only_problem({"model": "llama-3.1-8b", "gpuPool": "general", "tensorParallelSize": 2})
     assert problem.key == "models.big.tensorParallelSize"
     assert "g5.xlarge in pool 'general' has 1 GPUs" in problem.allowed
