@@ -93,6 +93,9 @@ class Option:
 def recommend(base: planner.SizingRequest, concurrency: int, region: str) -> list[Option]:
     """Per priced instance type, the smallest TP (a divisor of its GPU count) that holds `concurrency` requests of
     max_model_len tokens; cheapest first. One replica per instance: the price is the whole instance's."""
+    problems = planner.validate(replace(base, gpu_memory_gib=1.0, tensor_parallel_size=1))  # TP is chosen below
+    if problems:
+        raise UsageError("; ".join(problems))
     options = []
     for name, instance in INSTANCE_TYPES.items():
         price = on_demand_price(name, region)

@@ -65,6 +65,7 @@ def test_recommend_lists_instances_cheapest_first_with_the_tp_they_need(capsys):
     (["--model", "llama-3.1-8b", "--gpu-memory-gib", "0"], "--gpu-memory-gib 0.0: must be positive"),
     (["--model", "llama-3.1-8b", "--gpu", "H100-80GB", "--max-model-len", "-5"], "max_model_len -5: must be"),
     (["--model", "llama-3.1-8b"], "give --gpu NAME or --gpu-memory-gib N"),
+    (["--model", "llama-3.1-8b", "--recommend", "--max-model-len", "999999"], "above llama-3.1-8b's max_position"),
     (["--model-config", "/nonexistent/config.json", "--gpu", "L4"], "--model-config: cannot read model config"),
 ])
 def test_bad_input_exits_2_with_a_message_and_no_traceback(capsys, args, message):
