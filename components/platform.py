@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_kubernetes as k8s
 
 from components.cluster import EksCluster, EksClusterArgs
 from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
 from components.karpenter import Karpenter, KarpenterArgs
+from components.model_registry import ModelRegistry, ModelRegistryArgs
+from components.model_server import NAMESPACE, TOKEN_SECRET, TOKEN_SECRET_KEY, ModelServer, ModelServerArgs
 from components.nvidia_device_plugin import NvidiaDevicePlugin
+from components.tgi_service import TgiService
+from components.vllm_service import VllmService
 from config import StackConfig
+
+PART_OF = {"app.kubernetes.io/part-of": "llm-platform", "app.kubernetes.io/managed-by": "pulumi"}
 
 
 def karpenter_replicas(system_min_size: int) -> int:
@@ -21,8 +28,11 @@ class Platform(pulumi.ComponentResource):
     cluster: EksCluster
     karpenter: Karpenter
     gpu_pools: dict[str, GpuNodePool]
+    registry: ModelRegistry
+    model_servers: dict[str, ModelServer]
 
-    def __init__(self, name: str, cfg: StackConfig, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, cfg: StackConfig, huggingface_token: pulumi.Output[str] | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-platform:index:Platform", name, None, opts)
         aws_provider = aws.Provider(
             f"{name}-aws",
@@ -60,10 +70,47 @@ class Platform(pulumi.ComponentResource):
         if any(pool.ami_family == "al2023" for pool in cfg.gpu_pools.values()):
             NvidiaDevicePlugin(f"{name}-nvidia-device-plugin", on_cluster)
 
-        # Model serving, autoscaling, monitoring, the gateway and Redis attach here, on `on_cluster`.
+        # Model serving
+        namespace = k8s.core.v1.Namespace(f"{name}-inference", metadata={
+            "name": NAMESPACE,
+            # Model servers run as the images' root user, so `restricted` cannot be enforced; warn on it instead.
+            "labels": {**PART_OF, "pod-security.kubernetes.io/enforce": "baseline",
+                       "pod-security.kubernetes.io/warn": "restricted"},
+        }, opts=on_cluster)
+        self.registry = ModelRegistry(f"{name}-registry", ModelRegistryArgs(
+            cluster_name=cfg.cluster_name,
+            cluster_name_output=self.cluster.cluster_name,
+            config=cfg.model_registry,
+            namespace=namespace,
+        ), on_cluster)
+        server_prerequisites = [namespace, self.registry.server_service_account, *self.registry.associations,
+                                *self.gpu_pools.values()]
+        if huggingface_token is not None:
+            server_prerequisites.append(k8s.core.v1.Secret(
+                f"{name}-huggingface-token",
+                metadata={"name": TOKEN_SECRET, "namespace": NAMESPACE, "labels": PART_OF},
+                type="Opaque",
+                string_data={TOKEN_SECRET_KEY: pulumi.Output.secret(huggingface_token)},
+                opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace])),
+            ))
+        self.model_servers = {
+            key: (TgiService if m.engine == "tgi" else VllmService)(f"{name}-model-{key}", ModelServerArgs(
+                key=key,
+                deployment=m,
+                pool=cfg.gpu_pools[m.gpu_pool],
+                region=cfg.cluster.region,
+                registry_bucket=self.registry.bucket.bucket,
+                token_secret=TOKEN_SECRET if huggingface_token is not None else None,
+                depends_on=server_prerequisites,
+            ), on_cluster)
+            for key, m in cfg.models.items()
+        }
+
+        # Autoscaling, monitoring, the gateway and Redis attach here, on `on_cluster`.
 
         self.register_outputs({
             "clusterName": self.cluster.cluster_name,
             "vpcId": self.cluster.vpc_id,
             "interruptionQueueUrl": self.karpenter.queue.url,
+            "modelRegistryBucket": self.registry.bucket.bucket,
         })

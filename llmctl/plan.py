@@ -24,6 +24,8 @@ class Plan:
     stack: str
     cfg: config.StackConfig
     recording: Recording
+    placeholder_secrets: list[str]
+    """Secret keys the stack file does not set; the plan renders them with a placeholder."""
 
     def _resources(self):
         """Registration order depends on thread timing; sort so two plans of the same config are identical."""
@@ -70,8 +72,15 @@ def run(stack: str, project_dir: Path = PROJECT_DIR) -> Plan:
     """Validate the stack's config, then run __main__.py under mocks. Raises config.ConfigError on bad config."""
     import pulumi
 
+    values = config.read_stack_file(project_dir, stack)
+    # Secrets are set per stack with `pulumi config set --secret` and never committed in plain text; render as if
+    # each one were set, and say so in the summary.
+    missing = [key for key in config.SECRET_KEYS if f"{config.PROJECT}:{key}" not in values]
     cfg = config.load_stack_file(project_dir, stack)
-    flat, secret_keys = stack_config_for_pulumi(config.read_stack_file(project_dir, stack))
+    flat, secret_keys = stack_config_for_pulumi(values)
+    for key in missing:
+        flat[f"{config.PROJECT}:{key}"] = SECRET_PLACEHOLDER
+        secret_keys.append(f"{config.PROJECT}:{key}")
     mocks = install(cfg.cluster.region, config.PROJECT, stack)
     pulumi.runtime.set_all_config(flat, secret_keys)
 
@@ -81,7 +90,7 @@ def run(stack: str, project_dir: Path = PROJECT_DIR) -> Plan:
 
     program()
     resolve_stack_outputs(mocks.recording)
-    return Plan(stack, cfg, mocks.recording)
+    return Plan(stack, cfg, mocks.recording, missing)
 
 
 def write(plan: Plan, out: Path) -> None:
@@ -128,6 +137,9 @@ def summary(plan: Plan) -> str:
         )
     lines += ["", "Helm releases:"]
     lines += [f"  {r['release']:<24} {r['chart']} {r['version']}" for r in plan.releases()]
+    for key in plan.placeholder_secrets:
+        lines.append(f"\nnote: {key} is not set in Pulumi.{plan.stack}.yaml; rendered with a placeholder. Before "
+                     f"`pulumi up`: pulumi config set --secret {config.PROJECT}:{key} <value> --stack {plan.stack}")
     for key, pool in plan.cfg.gpu_pools.items():
         if pool.ami_version == "latest":
             lines.append(f"\nnote: gpuPools.{key}.amiVersion is 'latest': every AMI release will replace its nodes; pin it for production.")

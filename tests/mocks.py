@@ -121,6 +121,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         physical = inputs.get("name") or f"{name}-{zlib.crc32(name.encode()) % 10**7:07d}"  # stable auto-name
         service, kind = _arn_parts(typ)
         outputs = {**inputs, "name": physical, "arn": self._arn(service, kind, physical)}
+        if typ == "aws:s3/bucket:Bucket":
+            physical = inputs.get("bucket") or f"{inputs.get('bucketPrefix', name)}20261124000000000000000001"
+            outputs |= {"bucket": physical, "id": physical, "arn": f"arn:aws:s3:::{physical}"}
+            return physical, outputs
+        if typ == "aws:kms/key:Key":
+            outputs |= {"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab",
+                        "arn": f"arn:aws:kms:{self.region}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"}
         if typ == "aws:sqs/queue:Queue":
             outputs["url"] = f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT}/{physical}"
         if typ == "aws:ec2/vpc:Vpc":
@@ -212,7 +219,8 @@ def plain(value: Any, *, reveal_secrets: bool = False) -> Any:
     reports, replaced by a placeholder), resource references become their names."""
     if isinstance(value, dict):
         if value.get(SIG_KEY) == SECRET_SIG:
-            return plain(value.get("value"), reveal_secrets=reveal_secrets) if reveal_secrets else SECRET_PLACEHOLDER
+            revealed = plain(value.get("value"), reveal_secrets=True)
+            return revealed if reveal_secrets else _mask(revealed)
         return {k: plain(v, reveal_secrets=reveal_secrets) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v, reveal_secrets=reveal_secrets) for v in value]
@@ -225,9 +233,18 @@ def plain(value: Any, *, reveal_secrets: bool = False) -> Any:
     return str(value)
 
 
+def _mask(value: Any) -> Any:
+    """A secret's shape with every value replaced: a Secret's keys stay visible, as `kubectl describe` shows them."""
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return SECRET_PLACEHOLDER
+
+
 def to_manifest(resource: Recorded) -> dict[str, Any]:
     """A recorded Kubernetes resource as the manifest the provider would apply."""
-    inputs = plain(resource.inputs, reveal_secrets=True)
+    inputs = plain(resource.inputs)  # a Secret's values stay "[secret]", as `pulumi preview` shows them
     api_version = inputs.pop("apiVersion", None) or _api_version_from_type(resource.type)
     kind = inputs.pop("kind", None) or resource.type.rsplit(":", 1)[-1]
     manifest = {"apiVersion": api_version, "kind": kind}

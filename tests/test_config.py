@@ -127,6 +127,24 @@ INVALID = [
      "must not exceed maxReplicas (1)"),
     ("model-context-beyond-model", "dev", "models.llama-8b.maxModelLen", 262144, "models.llama-8b",
      "above llama-3.1-8b's max_position_embeddings (131072)"),
+    ("model-unknown-source", "dev", "models.llama-8b.source", "s3", "models.llama-8b.source",
+     "'huggingface' or 'registry'"),
+    ("model-awq-without-checkpoint", "dev", "models.llama-8b.quantization", "awq", "models.llama-8b.quantization",
+     "vllm needs a checkpoint already quantized with awq"),
+    ("model-removed-vllm-flag", "dev", "models.llama-8b.extraArgs", ["--swap-space", "4"],
+     "models.llama-8b.extraArgs", "--swap-space was removed from vLLM"),
+    ("model-flag-the-platform-sets", "dev", "models.llama-8b.extraArgs", ["--tensor-parallel-size=2"],
+     "models.llama-8b.extraArgs", "set by the platform from tensorParallelSize"),
+    ("model-extra-args-not-a-flag", "dev", "models.llama-8b.extraArgs", ["fast"], "models.llama-8b.extraArgs",
+     "must start with a flag"),
+    ("model-tgi-extra-args", "prod", "models.llama-70b-tgi.extraArgs", ["--foo"], "models.llama-70b-tgi.extraArgs",
+     "applies only to engine: vllm"),
+    ("model-tgi-dtype-with-quantization", "prod", "models.llama-70b-tgi.dtype", "float16",
+     "models.llama-70b-tgi.dtype", "TGI cannot force a dtype together with quantization"),
+    ("model-revision-from-registry", "prod", "models.llama-405b-fp8.revision", "main",
+     "models.llama-405b-fp8.revision", "applies only to source: huggingface"),
+    ("model-bad-checkpoint", "dev", "models.llama-8b.checkpoint", "not a repo", "models.llama-8b.checkpoint",
+     "should match pattern"),
 ]
 
 
@@ -260,3 +278,27 @@ def test_tensor_parallelism_beyond_the_instance_is_rejected_per_instance_type():
     problem = _only_problem({"model": "llama-3.1-8b", "gpuPool": "general", "tensorParallelSize": 2})
     assert problem.key == "models.big.tensorParallelSize"
     assert "g5.xlarge in pool 'general' has 1 GPUs" in problem.allowed
+
+
+def test_hub_models_need_the_huggingface_token_before_anything_is_created():
+    values = stack_values("prod")
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse("prod", raw(values), secrets_set=set())
+    [problem] = raised.value.problems
+    assert problem.key == "huggingfaceToken"
+    # Only the Hub models are named: the registry ones need no token.
+    assert "models llama-8b, llama-70b download from Hugging Face" in problem.allowed
+    assert "pulumi config set --secret llm-platform:huggingfaceToken" in problem.allowed
+    assert config.parse("prod", raw(values), secrets_set={"huggingfaceToken"}).models
+
+
+def test_registry_only_stacks_need_no_token():
+    values = stack_values("dev")
+    values = _set(values, "models.llama-8b.source", "registry")
+    assert config.parse("dev", raw(values), secrets_set=set()).models["llama-8b"].source == "registry"
+
+
+def test_the_token_is_a_known_secret_key_not_an_undeclared_one(tmp_path):
+    text = (ROOT / "Pulumi.dev.yaml").read_text() + "  llm-platform:huggingfaceToken:\n    secure: AAABAJ0x\n"
+    project = _project_copy(tmp_path, text)
+    assert config.read_stack_file(project, "test")["llm-platform:huggingfaceToken"] == {"secure": "AAABAJ0x"}

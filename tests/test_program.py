@@ -128,7 +128,7 @@ def test_karpenter_runs_two_replicas_in_prod_and_fits_dev(dev: Rendered, prod: R
 
 
 def test_karpenter_pod_identity_matches_the_chart_service_account(stack: Rendered):
-    [association] = stack.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+    association = stack.named("llm-karpenter-controller", "aws:eks/podIdentityAssociation:PodIdentityAssociation")
     values = stack.releases["karpenter"]["values"]
     assert association["inputs"]["serviceAccount"] == values["serviceAccount"]["name"]
     assert association["inputs"]["namespace"] == stack.releases["karpenter"]["namespace"]
@@ -150,7 +150,7 @@ def test_karpenter_node_role_joins_the_cluster(stack: Rendered):
 
 
 def test_controller_policy_is_scoped_to_the_real_queue_and_node_role(stack: Rendered):
-    [policy] = stack.of_type("aws:iam/rolePolicy:RolePolicy")
+    policy = stack.named("llm-karpenter-controller", "aws:iam/rolePolicy:RolePolicy")
     statements = {s["Sid"]: s for s in json.loads(policy["inputs"]["policy"])["Statement"]}
     queue = stack.of_type("aws:sqs/queue:Queue")[0]["inputs"]["name"]
     assert statements["AllowInterruptionQueueActions"]["Resource"].endswith(f":{queue}")

@@ -1,0 +1,266 @@
+"""What vLLM and TGI servers share: one interface (ModelServerArgs), the pod around the engine's container, and the
+Deployment, Service and PodDisruptionBudget. Each engine module supplies only its container (`VllmService`,
+`TgiService`); switching a model's engine is one config key.
+
+Decisions are plain functions of the config, tested without a Pulumi runtime: resources, probe budgets, labels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.gpu_node_pool import GPU_TAINT, POOL_LABEL
+from config import GpuPool, ModelDeployment
+from config.engines import NEEDS_QUANTIZED_CHECKPOINT
+from config.instances import types_in_pool
+from config.model_catalog import MODELS
+from config.planner import DTYPE_BYTES, GiB, weights_bytes_per_gpu
+
+NAMESPACE = "llm-inference"
+SERVER_SERVICE_ACCOUNT = "model-server"
+"""Read-only access to the model registry (EKS Pod Identity)."""
+TOKEN_SECRET = "huggingface-token"
+TOKEN_SECRET_KEY = "token"
+REGISTRY_PREFIX = "models"
+"""Registry layout: s3://<bucket>/models/<Hugging Face repository>/ holds that repository's files."""
+CACHE_PATH = "/cache"
+
+# Share of a node's per-GPU vCPUs and memory a server requests; the rest is left for the kubelet's reservation,
+# the eviction threshold and the DaemonSets (CNI, kube-proxy, Pod Identity agent, device plugin, exporters).
+# EKS reserves about 1 GiB and 0.1 vCPU on a 4 vCPU / 16 GiB g5.xlarge (kube-reserved formula of the EKS AMIs);
+# the DaemonSets take roughly another 0.5 vCPU and 1 GiB, so 75% fits the smallest GPU instances.
+NODE_SHARE = 0.75
+# /dev/shm: PyTorch and NCCL pass tensors between tensor-parallel workers through shared memory; Docker's 64 MiB
+# default breaks TP > 1. 1 GiB covers one worker's needs; each further worker adds 2 GiB.
+SHM_BASE_GIB = 1
+SHM_PER_EXTRA_WORKER_GIB = 2
+# Model start-up budget. These are planning assumptions, not measurements: Hugging Face Hub downloads to one pod
+# at ~100 MiB/s (the low end of what hub downloads reach from AWS), S3 in the same region at ~500 MiB/s (one
+# streaming reader), plus 5 minutes for weight loading, torch.compile and CUDA graph capture (vLLM 0.32 start-up
+# logs show compile ~30 s and graph capture under 1 minute on an H100; the rest is margin). Doubled, and never
+# below 10 minutes, because a probe that gives up early restarts the download from scratch.
+HUB_GIB_PER_SECOND = 100 / 1024
+S3_GIB_PER_SECOND = 500 / 1024
+ENGINE_WARMUP_SECONDS = 300
+MIN_STARTUP_SECONDS = 600
+STARTUP_PROBE_PERIOD = 10
+# Endpoints controllers and load balancers need a few seconds to stop sending traffic to a terminating pod;
+# the engine then drains in-flight requests for `drainSeconds`.
+PRE_STOP_SLEEP_SECONDS = 15
+CACHE_HEADROOM_GIB = 10
+"""Beyond the weights: tokenizer, config files, compile caches."""
+
+
+@dataclass(frozen=True)
+class ModelServerArgs:
+    key: str
+    """The `models` key: names the Deployment, Service, PDB and the served model."""
+    deployment: ModelDeployment
+    pool: GpuPool
+    region: str
+    registry_bucket: pulumi.Input[str]
+    """The model registry's bucket; only read when `deployment.source` is registry."""
+    token_secret: str | None
+    """The Secret holding the Hugging Face token, or None when the stack has none (registry-only stacks)."""
+    depends_on: list[pulumi.Resource]
+    """The namespace, service account and token Secret: they must exist before the pod."""
+
+
+# Decisions ------------------------------------------------------------------------------------------------------
+
+def checkpoint_gib(m: ModelDeployment) -> float:
+    """Size of the files the server downloads: the checkpoint as published, whatever the in-flight quantization."""
+    on_disk = m.quantization if m.quantization in NEEDS_QUANTIZED_CHECKPOINT[m.engine] else "none"
+    return weights_bytes_per_gpu(MODELS[m.model], 1, DTYPE_BYTES[m.dtype], on_disk) / GiB
+
+
+def startup_budget_seconds(m: ModelDeployment) -> int:
+    rate = S3_GIB_PER_SECOND if m.source == "registry" else HUB_GIB_PER_SECOND
+    seconds = ENGINE_WARMUP_SECONDS + checkpoint_gib(m) / rate
+    return max(MIN_STARTUP_SECONDS, math.ceil(2 * seconds / 60) * 60)
+
+
+def cache_gib(m: ModelDeployment, streams_from_s3: bool) -> int:
+    """The model cache volume. A server that streams weights straight from S3 keeps only small files."""
+    weights = 0.0 if streams_from_s3 else checkpoint_gib(m)
+    return math.ceil(weights * 1.1) + CACHE_HEADROOM_GIB
+
+
+def shm_gib(m: ModelDeployment) -> int:
+    return SHM_BASE_GIB + SHM_PER_EXTRA_WORKER_GIB * (m.tensor_parallel_size - 1)
+
+
+def resources(m: ModelDeployment, pool: GpuPool, cache: int) -> dict:
+    """GPUs equal the tensor-parallel size. CPU and memory are NODE_SHARE of the per-GPU slice of the smallest
+    instance type in the pool that Karpenter may launch for it, so the pod fits every one of them. Memory is also
+    the limit (/dev/shm counts against it); CPU has no limit, so tokenization bursts are not throttled."""
+    tp = m.tensor_parallel_size
+    candidates = [t for t in types_in_pool(pool.instance_families, pool.instance_types) if t.gpus >= tp]
+    cpu = min(t.vcpus * tp / t.gpus for t in candidates) * NODE_SHARE
+    memory = math.floor(min(t.memory_gib * tp / t.gpus for t in candidates) * NODE_SHARE)
+    requests = {"cpu": f"{math.floor(cpu * 2) / 2:g}", "memory": f"{memory}Gi", "nvidia.com/gpu": str(tp),
+                "ephemeral-storage": f"{cache}Gi"}
+    return {"requests": requests, "limits": {"memory": f"{memory}Gi", "nvidia.com/gpu": str(tp)}}
+
+
+def labels(key: str, engine: str, tier: str | None) -> dict[str, str]:
+    result = {
+        "app.kubernetes.io/name": engine,
+        "app.kubernetes.io/instance": key,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "llm-platform",
+        "app.kubernetes.io/managed-by": "pulumi",
+        "llm-platform.io/model": key,
+    }
+    if tier:
+        result["llm-platform.io/tier"] = tier
+    return result
+
+
+def selector(key: str) -> dict[str, str]:
+    """Without the engine: a selector cannot change, and switching engine must stay an in-place update."""
+    return {"app.kubernetes.io/instance": key, "app.kubernetes.io/component": "model-server"}
+
+
+def probes(m: ModelDeployment, port_name: str) -> dict:
+    health = {"path": "/health", "port": port_name}
+    return {
+        "startupProbe": {"httpGet": health, "periodSeconds": STARTUP_PROBE_PERIOD, "timeoutSeconds": 5,
+                         "failureThreshold": startup_budget_seconds(m) // STARTUP_PROBE_PERIOD},
+        "readinessProbe": {"httpGet": health, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 3},
+        # A saturated server answers /health late; restart only after a minute of silence.
+        "livenessProbe": {"httpGet": health, "periodSeconds": 15, "timeoutSeconds": 10, "failureThreshold": 4},
+    }
+
+
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def token_env(token_secret: str | None) -> list[dict]:
+    if token_secret is None:
+        return []
+    return [{"name": "HF_TOKEN",
+             "valueFrom": {"secretKeyRef": {"name": token_secret, "key": TOKEN_SECRET_KEY}}}]
+
+
+def pod_spec(args: ModelServerArgs, container: dict, init_containers: list[dict], cache: int) -> dict:
+    m = args.deployment
+    spec = {
+        "serviceAccountName": SERVER_SERVICE_ACCOUNT,
+        "automountServiceAccountToken": False,  # Pod Identity mounts its own token; the API is never called
+        "nodeSelector": {POOL_LABEL: m.gpu_pool},
+        "tolerations": [{"key": GPU_TAINT["key"], "operator": "Equal", "value": GPU_TAINT["value"],
+                         "effect": GPU_TAINT["effect"]}],
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "terminationGracePeriodSeconds": PRE_STOP_SLEEP_SECONDS + m.drain_seconds + 15,
+        "containers": [{
+            **container,
+            "resources": resources(m, args.pool, cache),
+            "securityContext": CONTAINER_SECURITY,
+            "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
+            **probes(m, "http"),
+            "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"},
+                             {"name": "cache", "mountPath": CACHE_PATH}],
+        }],
+        "volumes": [
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib(m)}Gi"}},
+            {"name": "cache", "emptyDir": {"sizeLimit": f"{cache}Gi"}},
+        ],
+    }
+    if init_containers:
+        spec["initContainers"] = [{**c, "securityContext": CONTAINER_SECURITY} for c in init_containers]
+    if m.max_replicas > 1:
+        # ScheduleAnyway: GPU capacity is often in one zone only; refusing to schedule would block scale-up.
+        spec["topologySpreadConstraints"] = [{
+            "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector(args.key)},
+        }]
+    return spec
+
+
+def deployment_spec(args: ModelServerArgs, pod: dict, port: int) -> dict:
+    m = args.deployment
+    return {
+        # Until the autoscaler owns replicas, a scale-to-zero model (minReplicas 0) still gets one server.
+        "replicas": max(m.min_replicas, 1),
+        "selector": {"matchLabels": selector(args.key)},
+        # One extra server during a rollout, never one fewer: capacity is GPUs, and a new one takes minutes.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "template": {
+            "metadata": {
+                "labels": labels(args.key, m.engine, m.tier),
+                "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                                "prometheus.io/path": "/metrics"},
+            },
+            "spec": pod,
+        },
+    }
+
+
+def service_spec(key: str, port: int) -> dict:
+    return {"type": "ClusterIP", "selector": selector(key),
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]}
+
+
+def pdb_spec(key: str) -> dict:
+    """One server at a time may be evicted: drains proceed even with one replica, and never take a whole model
+    down when it has more. Unready (still loading) servers can always be evicted, so they never block a drain."""
+    return {"maxUnavailable": 1, "selector": {"matchLabels": selector(key)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+
+
+# Component ------------------------------------------------------------------------------------------------------
+
+class ModelServer(pulumi.ComponentResource):
+    """Base of VllmService and TgiService: subclasses set PORT and the pure `pod_parts`. Both register under one
+    component type, so switching a model's engine updates its Deployment in place (a rolling update) instead of
+    creating a second one under the same name."""
+
+    PORT = 8000
+    deployment: k8s.apps.v1.Deployment
+    service: k8s.core.v1.Service
+    pdb: k8s.policy.v1.PodDisruptionBudget
+    endpoint: str
+    """In-cluster base URL of the OpenAI-compatible API."""
+
+    def __init__(self, name: str, args: ModelServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("llm-platform:index:ModelServer", name, None, opts)
+        m = args.deployment
+        cache = cache_gib(m, self.streams_from_s3(m))
+        metadata = {"name": args.key, "namespace": NAMESPACE, "labels": labels(args.key, m.engine, m.tier)}
+        child = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+
+        def spec(bucket: str) -> dict:
+            container, init_containers = self.pod_parts(args, bucket)
+            return deployment_spec(args, pod_spec(args, container, init_containers, cache), self.PORT)
+
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            # Loading a model takes minutes to an hour: `pulumi up` does not wait for it. Readiness is for
+            # monitoring and alerts to watch.
+            metadata={**metadata, "annotations": {"pulumi.com/skipAwait": "true"}},
+            spec=pulumi.Output.from_input(args.registry_bucket).apply(spec), opts=child)
+        self.service = k8s.core.v1.Service(f"{name}-service", metadata=metadata,
+                                           spec=service_spec(args.key, self.PORT), opts=child)
+        self.pdb = k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=metadata, spec=pdb_spec(args.key),
+                                                     opts=child)
+        self.endpoint = f"http://{args.key}.{NAMESPACE}.svc.cluster.local:{self.PORT}"
+        self.register_outputs({"endpoint": self.endpoint})
+
+    @staticmethod
+    def streams_from_s3(m: ModelDeployment) -> bool:
+        """Whether the engine reads registry weights straight from S3 (then the cache holds only small files)."""
+        return False
+
+    @classmethod
+    def pod_parts(cls, args: ModelServerArgs, bucket: str) -> tuple[dict, list[dict]]:
+        """The engine's container (name, image, command, args, env, ports) and its init containers."""
+        raise NotImplementedError

@@ -1,0 +1,66 @@
+"""VllmService: a model on vLLM's OpenAI-compatible server. The argument list is a pure function of the config,
+and `make test-upstream` parses every rendered list with the real vLLM argument parser."""
+
+from __future__ import annotations
+
+from components.model_server import CACHE_PATH, REGISTRY_PREFIX, ModelServer, ModelServerArgs, token_env
+from config import ModelDeployment
+from config.engines import VLLM_QUANTIZATION
+from config.versions import VLLM
+
+
+def model_location(m: ModelDeployment, bucket: str) -> str:
+    """A Hub repository, or the registry's copy of it, which vLLM streams from S3 with the Run:ai streamer."""
+    if m.source == "registry":
+        return f"s3://{bucket}/{REGISTRY_PREFIX}/{m.repository}/"
+    return m.repository
+
+
+def vllm_args(key: str, m: ModelDeployment, bucket: str, port: int) -> list[str]:
+    """`vllm serve` arguments. Unset options are left to vLLM's own defaults (which the capacity planner models)."""
+    args = [model_location(m, bucket), "--served-model-name", key, "--host", "0.0.0.0", "--port", str(port),
+            "--tensor-parallel-size", str(m.tensor_parallel_size),
+            "--gpu-memory-utilization", f"{m.gpu_memory_utilization:g}",
+            "--enable-prefix-caching" if m.enable_prefix_caching else "--no-enable-prefix-caching",
+            # SIGTERM drains: running requests get this long to finish (vLLM's default, 0, aborts them).
+            "--shutdown-timeout", str(m.drain_seconds)]
+    optional = {
+        "--max-model-len": m.max_model_len,
+        "--max-num-seqs": m.max_num_seqs,
+        "--dtype": None if m.dtype == "auto" else m.dtype,
+        "--kv-cache-dtype": None if m.kv_cache_dtype == "auto" else m.kv_cache_dtype,
+        "--quantization": VLLM_QUANTIZATION[m.quantization],
+        "--load-format": "runai_streamer" if m.source == "registry" else None,
+        "--revision": m.revision,
+    }
+    for flag, value in optional.items():
+        if value is not None:
+            args += [flag, str(value)]
+    return args + list(m.extra_args)
+
+
+class VllmService(ModelServer):
+    PORT = 8000
+
+    @staticmethod
+    def streams_from_s3(m: ModelDeployment) -> bool:
+        return m.source == "registry"
+
+    @classmethod
+    def pod_parts(cls, args: ModelServerArgs, bucket: str) -> tuple[dict, list[dict]]:
+        env = [
+            {"name": "HF_HOME", "value": CACHE_PATH},
+            # The Run:ai streamer's S3 client and boto3 need the region; credentials come from Pod Identity.
+            {"name": "AWS_REGION", "value": args.region},
+            {"name": "AWS_DEFAULT_REGION", "value": args.region},
+            *token_env(args.token_secret),
+        ]
+        container = {
+            "name": "vllm",
+            "image": VLLM.reference,
+            "command": ["vllm", "serve"],
+            "args": vllm_args(args.key, args.deployment, bucket, cls.PORT),
+            "env": env,
+            "ports": [{"name": "http", "containerPort": cls.PORT, "protocol": "TCP"}],
+        }
+        return container, []
