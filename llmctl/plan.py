@@ -135,6 +135,19 @@ def summary(plan: Plan) -> str:
             f"  {m['metadata']['name']:<24} weight {spec['weight']:>3}  {reqs['karpenter.sh/capacity-type'][0]:<9} "
             f"gpu limit {spec['limits']['nvidia.com/gpu']:>3}  {', '.join(instances)}"
         )
+    servers = [m for m in plan.manifests() if m["kind"] == "Deployment"
+               and m["metadata"]["labels"].get("app.kubernetes.io/component") == "model-server"]
+    if servers:
+        lines += ["", "Model servers (namespace, engine, pool, GPUs per replica, replicas, start-up budget):"]
+    for m in sorted(servers, key=lambda m: m["metadata"]["name"]):
+        model = plan.cfg.models[m["metadata"]["name"]]
+        pod = m["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        startup = container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"]
+        lines.append(
+            f"  {m['metadata']['name']:<24} {m['metadata']['namespace']}  {model.engine:<4} {model.gpu_pool:<8} "
+            f"{container['resources']['limits']['nvidia.com/gpu']} GPU  {model.min_replicas}-{model.max_replicas}  "
+            f"{startup // 60} min  {model.model} from {model.source}  {container['image']}")
     lines += ["", "Helm releases:"]
     lines += [f"  {r['release']:<24} {r['chart']} {r['version']}" for r in plan.releases()]
     for key in plan.placeholder_secrets:

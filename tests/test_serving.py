@@ -171,6 +171,11 @@ def _config(stack: Rendered) -> config.StackConfig:
     return config.load_stack_file(ROOT, stack.stack)
 
 
+def test_plan_summary_lists_every_model_server(prod: Rendered):
+    for key in _config(prod).models:
+        assert re.search(rf"^  {re.escape(key)} +llm-inference", prod.stdout, re.M), prod.stdout
+
+
 def test_prod_serves_three_vllm_tiers_and_one_tgi_model(prod: Rendered):
     vllm = {d["metadata"]["name"]: d for d in _deployments(prod, "vllm")}
     tgi = {d["metadata"]["name"]: d for d in _deployments(prod, "tgi")}
@@ -263,13 +268,12 @@ def _one(stack: Rendered, type_: str) -> dict:
 
 
 def test_registry_bucket_is_versioned_kms_encrypted_private_and_tls_only(stack: Rendered):
-    key_arn = stack.of_type("aws:kms/key:Key")[0]
     assert _one(stack, "aws:kms/key:Key")["enableKeyRotation"] is True
     assert _one(stack, "aws:s3/bucketVersioning:BucketVersioning")["versioningConfiguration"]["status"] == "Enabled"
     [rule] = _one(stack, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")["rules"]
     default = rule["applyServerSideEncryptionByDefault"]
     assert default["sseAlgorithm"] == "aws:kms" and default["kmsMasterKeyId"].startswith("arn:aws:kms:")
-    assert key_arn is not None
+    assert rule["bucketKeyEnabled"] is True
     block = _one(stack, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
     assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
                                           "restrictPublicBuckets"))
