@@ -10,7 +10,9 @@ from config.versions import VLLM
 
 
 def model_location(m: ModelDeployment, bucket: str) -> str:
-    """A Hub repository, or the registry's copy of it, which vLLM streams from S3 with the Run:ai streamer."""
+    """A Hub repository, or the registry's copy of it, which vLLM streams from S3 with the Run:ai streamer (the
+    vllm-openai image installs runai-model-streamer[s3] in its vllm-openai-base stage, docker/Dockerfile, since at
+    least v0.11; not checked in the v0.32.0 image from here)."""
     if m.source == "registry":
         return f"s3://{bucket}/{REGISTRY_PREFIX}/{m.repository}/"
     return m.repository
