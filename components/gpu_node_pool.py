@@ -8,6 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.cluster import DISCOVERY_TAG
+from components.labels import PLATFORM_LABELS
 from config import GpuPool
 from config.checks import nodepool_names
 from config.instances import types_in_pool
@@ -122,12 +123,11 @@ class GpuNodePool(pulumi.ComponentResource):
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-platform:index:GpuNodePool", name, None, opts)
         after_karpenter = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
-        metadata_labels = {"app.kubernetes.io/part-of": "llm-platform", "app.kubernetes.io/managed-by": "pulumi"}
         self.node_class = k8s.apiextensions.CustomResource(
             f"{name}-nodeclass",
             api_version="karpenter.k8s.aws/v1",
             kind="EC2NodeClass",
-            metadata={"name": args.pool_key, "labels": metadata_labels},
+            metadata={"name": args.pool_key, "labels": PLATFORM_LABELS},
             spec=pulumi.Output.from_input(args.node_role_name).apply(
                 lambda role: node_class_spec(args.pool, cluster_name=args.cluster_name, node_role=role, tags=args.tags)
             ),
@@ -140,7 +140,7 @@ class GpuNodePool(pulumi.ComponentResource):
                 f"{name}-{capacity}",
                 api_version="karpenter.sh/v1",
                 kind="NodePool",
-                metadata={"name": pool_name, "labels": metadata_labels},
+                metadata={"name": pool_name, "labels": PLATFORM_LABELS},
                 spec=nodepool_spec(args.pool_key, args.pool, capacity, args.pool_key),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, self.node_class]),
             )

@@ -1,6 +1,13 @@
-"""IAM policy documents as plain dicts, so tests can assert on statements without a Pulumi runtime."""
+"""IAM policy documents as plain dicts, so tests can assert on statements without a Pulumi runtime; and the one way
+the platform gives a Kubernetes service account an IAM role (EKS Pod Identity)."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
 
 # The managed policies every EKS worker node needs: join the cluster, run the VPC CNI, pull images, and be
 # reachable through SSM for debugging without SSH. Source: Karpenter v1.14 getting-started CloudFormation and
@@ -43,3 +50,31 @@ def pod_identity_trust_policy(cluster_name: str, namespace: str, service_account
             }},
         }],
     }
+
+
+@dataclass(frozen=True)
+class PodIdentityRole:
+    role: aws.iam.Role
+    policy: aws.iam.RolePolicy
+    association: aws.eks.PodIdentityAssociation
+
+
+def pod_identity_role(resource_name: str, *, cluster_name: str, cluster_name_output: pulumi.Input[str],
+                      namespace: str, service_account: str, policy: pulumi.Input[str], description: str,
+                      opts: pulumi.ResourceOptions) -> PodIdentityRole:
+    """A role only `namespace/service_account` of this cluster can assume, its inline policy (JSON), and the
+    association that hands it to the service account. All three share `resource_name`."""
+    role = aws.iam.Role(
+        resource_name,
+        assume_role_policy=json.dumps(pod_identity_trust_policy(cluster_name, namespace, service_account)),
+        description=description,
+        opts=opts,
+    )
+    return PodIdentityRole(
+        role=role,
+        policy=aws.iam.RolePolicy(resource_name, role=role.name, policy=policy, opts=opts),
+        association=aws.eks.PodIdentityAssociation(
+            resource_name, cluster_name=cluster_name_output, namespace=namespace, service_account=service_account,
+            role_arn=role.arn, opts=opts,
+        ),
+    )

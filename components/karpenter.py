@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 
 from components import helm
 from components.cluster import SYSTEM_NODE_LABEL, managed_policy_arn_output
-from components.iam import NODE_MANAGED_POLICIES, ec2_trust_policy, pod_identity_trust_policy
+from components.iam import NODE_MANAGED_POLICIES, ec2_trust_policy, pod_identity_role
 from config import versions
 
 NAMESPACE = "kube-system"
@@ -222,29 +222,19 @@ class Karpenter(pulumi.ComponentResource):
             )
 
         # Controller
-        controller_role = aws.iam.Role(
+        controller = pod_identity_role(
             f"{name}-controller",
-            assume_role_policy=json.dumps(pod_identity_trust_policy(args.cluster_name, NAMESPACE, SERVICE_ACCOUNT)),
-            description=f"Karpenter controller for {args.cluster_name}",
-            opts=child,
-        )
-        controller_permissions = aws.iam.RolePolicy(
-            f"{name}-controller",
-            role=controller_role.name,
+            cluster_name=args.cluster_name,
+            cluster_name_output=args.cluster_name_output,
+            namespace=NAMESPACE,
+            service_account=SERVICE_ACCOUNT,
             policy=pulumi.Output.all(partition, account, self.node_role.arn, self.queue.arn).apply(
                 lambda v: json.dumps(controller_policy(
                     partition=v[0], region=args.region, account=v[1], cluster_name=args.cluster_name,
                     node_role_arn=v[2], queue_arn=v[3],
                 ))
             ),
-            opts=child,
-        )
-        association = aws.eks.PodIdentityAssociation(
-            f"{name}-controller",
-            cluster_name=args.cluster_name_output,
-            namespace=NAMESPACE,
-            service_account=SERVICE_ACCOUNT,
-            role_arn=controller_role.arn,
+            description=f"Karpenter controller for {args.cluster_name}",
             opts=child,
         )
 
@@ -258,7 +248,7 @@ class Karpenter(pulumi.ComponentResource):
             values=controller_values(cluster_name=args.cluster_name, queue_name=args.cluster_name, replicas=args.replicas),
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[self.crds, association, controller_permissions, *node_policies, args.system_nodes,
+                depends_on=[self.crds, controller.association, controller.policy, *node_policies, args.system_nodes,
                             *args.depends_on],
             ),
         )

@@ -10,7 +10,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.iam import pod_identity_trust_policy
+from components.iam import pod_identity_role
+from components.labels import PLATFORM_LABELS
 from components.model_server import NAMESPACE, REGISTRY_PREFIX, SERVER_SERVICE_ACCOUNT
 from config.schema import ModelRegistry as ModelRegistryConfig
 
@@ -90,27 +91,26 @@ class ModelRegistry(pulumi.ComponentResource):
         self.bucket = aws.s3.Bucket(
             f"{name}-bucket", bucket_prefix=f"{args.cluster_name[:30]}-models-".lower(),
             force_destroy=args.config.force_destroy, opts=child)
-        on_bucket = pulumi.ResourceOptions(parent=self)
         aws.s3.BucketOwnershipControls(f"{name}-ownership", bucket=self.bucket.id,
-                                       rule={"object_ownership": "BucketOwnerEnforced"}, opts=on_bucket)
+                                       rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)
         public_access = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access", bucket=self.bucket.id, block_public_acls=True, block_public_policy=True,
-            ignore_public_acls=True, restrict_public_buckets=True, opts=on_bucket)
+            ignore_public_acls=True, restrict_public_buckets=True, opts=child)
         aws.s3.BucketVersioning(f"{name}-versioning", bucket=self.bucket.id,
-                                versioning_configuration={"status": "Enabled"}, opts=on_bucket)
+                                versioning_configuration={"status": "Enabled"}, opts=child)
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-encryption", bucket=self.bucket.id,
             # The bucket key cuts KMS requests (and their cost) for multi-GB weight files to one per object.
             rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
                                                                 "kms_master_key_id": self.key.arn},
                     "bucket_key_enabled": True}],
-            opts=on_bucket)
+            opts=child)
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle", bucket=self.bucket.id,
             rules=[{"id": "expire-noncurrent-versions", "status": "Enabled", "filter": {},
                     "noncurrent_version_expiration": {"noncurrent_days": args.config.noncurrent_version_days},
                     "abort_incomplete_multipart_upload": {"days_after_initiation": ABORT_INCOMPLETE_UPLOADS_DAYS}}],
-            opts=on_bucket)
+            opts=child)
         aws.s3.BucketPolicy(
             f"{name}-policy", bucket=self.bucket.id,
             policy=self.bucket.arn.apply(lambda arn: json.dumps(tls_only_bucket_policy(arn))),
@@ -118,29 +118,25 @@ class ModelRegistry(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]))
 
         arns = pulumi.Output.all(self.bucket.arn, self.key.arn)
-        self.associations = []
         roles, service_accounts = {}, {}
         for part, service_account, policy in (("reader", SERVER_SERVICE_ACCOUNT, reader_policy),
                                               ("writer", SYNC_SERVICE_ACCOUNT, writer_policy)):
-            role = aws.iam.Role(
+            roles[part] = pod_identity_role(
                 f"{name}-{part}",
-                assume_role_policy=json.dumps(pod_identity_trust_policy(args.cluster_name, NAMESPACE, service_account)),
+                cluster_name=args.cluster_name,
+                cluster_name_output=args.cluster_name_output,
+                namespace=NAMESPACE,
+                service_account=service_account,
+                policy=arns.apply(lambda v, policy=policy: json.dumps(policy(v[0], v[1]))),
                 description=f"Model registry {part} for {NAMESPACE}/{service_account} in {args.cluster_name}",
                 opts=child)
-            aws.iam.RolePolicy(f"{name}-{part}", role=role.name,
-                               policy=arns.apply(lambda v, policy=policy: json.dumps(policy(v[0], v[1]))), opts=child)
-            self.associations.append(aws.eks.PodIdentityAssociation(
-                f"{name}-{part}", cluster_name=args.cluster_name_output, namespace=NAMESPACE,
-                service_account=service_account, role_arn=role.arn, opts=child))
-            roles[part] = role
             service_accounts[part] = k8s.core.v1.ServiceAccount(
                 f"{name}-{service_account}",
-                metadata={"name": service_account, "namespace": NAMESPACE,
-                          "labels": {"app.kubernetes.io/part-of": "llm-platform",
-                                     "app.kubernetes.io/managed-by": "pulumi"}},
+                metadata={"name": service_account, "namespace": NAMESPACE, "labels": PLATFORM_LABELS},
                 automount_service_account_token=False,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[args.namespace]))
-        self.reader_role, self.writer_role = roles["reader"], roles["writer"]
+        self.reader_role, self.writer_role = roles["reader"].role, roles["writer"].role
+        self.associations = [roles["reader"].association, roles["writer"].association]
         self.server_service_account = service_accounts["reader"]
         self.sync_service_account = service_accounts["writer"]
         self.register_outputs({"bucket": self.bucket.bucket, "keyArn": self.key.arn})

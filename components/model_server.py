@@ -14,6 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.gpu_node_pool import GPU_TAINT, POOL_LABEL
+from components.labels import PLATFORM_LABELS
 from config import GpuPool, ModelDeployment
 from config.engines import NEEDS_QUANTIZED_CHECKPOINT
 from config.instances import types_in_pool
@@ -112,8 +113,7 @@ def labels(key: str, engine: str, tier: str | None) -> dict[str, str]:
         "app.kubernetes.io/name": engine,
         "app.kubernetes.io/instance": key,
         "app.kubernetes.io/component": "model-server",
-        "app.kubernetes.io/part-of": "llm-platform",
-        "app.kubernetes.io/managed-by": "pulumi",
+        **PLATFORM_LABELS,
         "llm-platform.io/model": key,
     }
     if tier:
@@ -224,7 +224,7 @@ class ModelServer(pulumi.ComponentResource):
     component type, so switching a model's engine updates its Deployment in place (a rolling update) instead of
     creating a second one under the same name."""
 
-    PORT = 8000
+    PORT: int
     deployment: k8s.apps.v1.Deployment
     service: k8s.core.v1.Service
     pdb: k8s.policy.v1.PodDisruptionBudget

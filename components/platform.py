@@ -9,14 +9,13 @@ import pulumi_kubernetes as k8s
 from components.cluster import EksCluster, EksClusterArgs
 from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
 from components.karpenter import Karpenter, KarpenterArgs
+from components.labels import PLATFORM_LABELS
 from components.model_registry import ModelRegistry, ModelRegistryArgs
 from components.model_server import NAMESPACE, TOKEN_SECRET, TOKEN_SECRET_KEY, ModelServer, ModelServerArgs
 from components.nvidia_device_plugin import NvidiaDevicePlugin
 from components.tgi_service import TgiService
 from components.vllm_service import VllmService
 from config import StackConfig
-
-PART_OF = {"app.kubernetes.io/part-of": "llm-platform", "app.kubernetes.io/managed-by": "pulumi"}
 
 
 def karpenter_replicas(system_min_size: int) -> int:
@@ -74,7 +73,7 @@ class Platform(pulumi.ComponentResource):
         namespace = k8s.core.v1.Namespace(f"{name}-inference", metadata={
             "name": NAMESPACE,
             # Model servers run as the images' root user, so `restricted` cannot be enforced; warn on it instead.
-            "labels": {**PART_OF, "pod-security.kubernetes.io/enforce": "baseline",
+            "labels": {**PLATFORM_LABELS, "pod-security.kubernetes.io/enforce": "baseline",
                        "pod-security.kubernetes.io/warn": "restricted"},
         }, opts=on_cluster)
         self.registry = ModelRegistry(f"{name}-registry", ModelRegistryArgs(
@@ -88,7 +87,7 @@ class Platform(pulumi.ComponentResource):
         if huggingface_token is not None:
             server_prerequisites.append(k8s.core.v1.Secret(
                 f"{name}-huggingface-token",
-                metadata={"name": TOKEN_SECRET, "namespace": NAMESPACE, "labels": PART_OF},
+                metadata={"name": TOKEN_SECRET, "namespace": NAMESPACE, "labels": PLATFORM_LABELS},
                 type="Opaque",
                 string_data={TOKEN_SECRET_KEY: pulumi.Output.secret(huggingface_token)},
                 opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace])),

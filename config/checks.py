@@ -7,7 +7,7 @@ import re
 from dataclasses import replace
 
 from config import planner
-from config.engines import NEEDS_QUANTIZED_CHECKPOINT, vllm_extra_arg_problems
+from config.engines import NEEDS_QUANTIZED_CHECKPOINT, TGI_QUANTIZE, VLLM_QUANTIZATION, vllm_extra_arg_problems
 from config.errors import Problem
 from config.instances import types_in_pool
 from config.model_catalog import MODELS
@@ -173,7 +173,7 @@ def _check_serving(cfg: StackConfig) -> list[Problem]:
             problems.append(Problem(f"{path}.quantization", m.quantization,
                                     f"{m.engine} needs a checkpoint already quantized with {m.quantization}; set "
                                     f"{path}.checkpoint to such a Hugging Face repository, or use "
-                                    f"{'fp8 or bitsandbytes-nf4' if m.engine == 'vllm' else 'fp8, int8 or bitsandbytes-nf4'}"))
+                                    f"{_in_flight_quantizations(m.engine)}"))
         if m.revision is not None and m.source == "registry":
             problems.append(Problem(f"{path}.revision", m.revision,
                                     "applies only to source: huggingface; the registry holds one copy per path"))
@@ -187,3 +187,10 @@ def _check_serving(cfg: StackConfig) -> list[Problem]:
             for problem in vllm_extra_arg_problems(m.extra_args):
                 problems.append(Problem(f"{path}.extraArgs", m.extra_args, problem))
     return problems
+
+
+def _in_flight_quantizations(engine: str) -> str:
+    """The quantizations the engine applies to a 16-bit checkpoint itself, e.g. 'fp8 or bitsandbytes-nf4'."""
+    methods = VLLM_QUANTIZATION if engine == "vllm" else TGI_QUANTIZE
+    usable = [q for q in methods if q != "none" and q not in NEEDS_QUANTIZED_CHECKPOINT[engine]]
+    return ", ".join(usable[:-1]) + f" or {usable[-1]}"

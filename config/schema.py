@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from config.instances import INSTANCE_FAMILIES, INSTANCE_TYPES
+from config.model_catalog import MODELS
 from config.versions import KUBERNETES_VERSIONS
 
 # Karpenter v1 duration and budget formats, from the karpenter.sh_nodepools CRD (v1.14.1).
@@ -204,8 +205,7 @@ class ModelDeployment(_Model):
     @property
     def repository(self) -> str:
         """The Hugging Face repository whose files are served (also the registry path below models/)."""
-        from config.model_catalog import MODELS
-        return self.checkpoint or (MODELS[self.model].hf_id if self.model in MODELS else self.model)
+        return self.checkpoint or MODELS[self.model].hf_id
 
 
 class ModelRegistry(_Model):
