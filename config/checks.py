@@ -154,8 +154,7 @@ def _check_fit(path: str, m, pool) -> list[Problem]:
                                     f"{instance.name} in pool '{m.gpu_pool}' has {instance.gpus} GPUs; use at most "
                                     f"{instance.gpus} or remove {instance.name} from the pool"))
             continue
-        req = replace(template, gpu_memory_gib=gpu.memory_gib, gpu_name=gpu.name,
-                               architecture=gpu.architecture, interconnect=gpu.interconnect)
+        req = replace(template, gpu_memory_gib=gpu.memory_gib, gpu_name=gpu.name)
         sizing = planner.size(req)
         if not sizing.fits:
             problems.append(Problem(path, m.model, f"does not fit on {instance.name} at tensorParallelSize "

@@ -9,30 +9,25 @@ Where a public vLLM or PyTorch log shows the number, `source` is that log; other
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 
 @dataclass(frozen=True)
 class Gpu:
     name: str
     memory_gib: float
-    architecture: Literal["ampere", "ada", "hopper", "blackwell"]
-    interconnect: Literal["pcie", "nvlink"]
-    """How GPUs of one instance talk. NVLink instances get vLLM's custom all-reduce buffers at TP >= 2."""
     source: str
 
 
 GPUS: dict[str, Gpu] = {
     g.name: g
     for g in [
-        Gpu("A10G", 22.0, "ampere", "pcie", "estimate: nvidia-smi 23028 MiB less ~0.5 GiB driver reservation"),
-        Gpu("L4", 22.0, "ada", "pcie", "estimate: nvidia-smi 23034 MiB less ~0.5 GiB driver reservation"),
-        Gpu("L40S", 44.42, "ada", "pcie", "vLLM log, https://github.com/vllm-project/vllm/issues/15815"),
-        Gpu("A100-40GB", 39.50, "ampere", "nvlink", "PyTorch OOM message, https://github.com/TianheWu/CoSeR/issues/10"),
-        Gpu("A100-80GB", 79.14, "ampere", "nvlink",
-            "PyTorch OOM message, https://github.com/lianqi1008/Control-GIC/issues/6"),
-        Gpu("H100-80GB", 79.22, "hopper", "nvlink", "vLLM log on H100-80G, https://github.com/vllm-project/vllm/pull/12126"),
-        Gpu("H200", 139.8, "hopper", "nvlink", "estimate: nvidia-smi 143771 MiB less ~0.5 GiB driver reservation"),
-        Gpu("B200", 178.4, "blackwell", "nvlink", "estimate: nvidia-smi 183359 MiB less ~0.5 GiB driver reservation"),
+        Gpu("A10G", 22.0, "estimate: nvidia-smi 23028 MiB less ~0.5 GiB driver reservation"),
+        Gpu("L4", 22.0, "estimate: nvidia-smi 23034 MiB less ~0.5 GiB driver reservation"),
+        Gpu("L40S", 44.42, "vLLM log, https://github.com/vllm-project/vllm/issues/15815"),
+        Gpu("A100-40GB", 39.50, "PyTorch OOM message, https://github.com/TianheWu/CoSeR/issues/10"),
+        Gpu("A100-80GB", 79.14, "PyTorch OOM message, https://github.com/lianqi1008/Control-GIC/issues/6"),
+        Gpu("H100-80GB", 79.22, "vLLM log on H100-80G, https://github.com/vllm-project/vllm/pull/12126"),
+        Gpu("H200", 139.8, "estimate: nvidia-smi 143771 MiB less ~0.5 GiB driver reservation"),
+        Gpu("B200", 178.4, "estimate: nvidia-smi 183359 MiB less ~0.5 GiB driver reservation"),
     ]
 }

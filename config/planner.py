@@ -4,9 +4,9 @@ vLLM (0.32, `vllm/v1/worker/gpu_worker.py::determine_available_memory`) gives th
 `total_memory * gpu_memory_utilization` after three things it measures at start-up, per GPU:
 
 1. weights: every parameter's bytes, divided across tensor-parallel ranks (see `weights_bytes_per_gpu`);
-2. non-KV overhead: memory outside PyTorch (CUDA runtime libraries, NCCL and custom all-reduce buffers at TP >= 2),
+2. non-KV overhead: memory the instance adds outside PyTorch (mostly NCCL and custom all-reduce buffers at TP >= 2),
    the activation peak of one forward pass over `max_num_batched_tokens` tokens (or of the sampler over
-   `max_num_seqs` sequences, whichever is larger), and since vLLM 0.21 the CUDA graphs;
+   `max_num_seqs` sequences, whichever is larger), and since vLLM 0.21 its estimate of the CUDA graphs;
 3. the KV cache, allocated in blocks of 16 tokens; a token costs
    2 (K and V) x layers x KV heads x head size x bytes of the KV dtype, and each rank holds its share of the heads.
 
@@ -39,23 +39,35 @@ QUANT_BYTES_PER_PARAM = {"fp8": 1.0, "int8": 1.0, "awq": 0.5 + 2.5 / 128, "gptq"
 VOCAB_PADDING = 64
 """vLLM pads the vocabulary of its embedding and LM head to a multiple of 64 (`pad_vocab_size`) before sharding."""
 
-# Memory outside PyTorch, per GPU: CUDA runtime and cuBLAS workspaces. Measured by vLLM as `non_torch_memory`:
-# 1.79 GiB on H100 (https://github.com/vllm-project/vllm/pull/10511), 0.35 GiB on RTX 3090 (Ampere,
-# https://github.com/vllm-project/vllm/issues/10517), 0.30 GiB on L40S (Ada, https://github.com/vllm-project/vllm/issues/15815).
-RUNTIME_GIB = {"hopper": 1.8, "blackwell": 1.8, "ampere": 0.35, "ada": 0.35}
-# Extra at TP >= 2 where GPUs share NVLink: NCCL plus vLLM's custom all-reduce IPC buffers. The same H100 log
-# shows non_torch_memory 3.58 GiB at TP 2 against 1.79 GiB at TP 1. On PCIe-only instances (g5/g6/g6e) the L40S
-# TP-2 log shows no increase, so none is added there.
-NVLINK_COMM_GIB = 1.8
-# vLLM >= 0.21 profiles CUDA graph memory and takes it from the KV budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS,
-# default on in 0.32). Public logs put the estimate at 0.4-1 GiB for dense models; we plan with the upper end.
+# The measurements below come from 59 complete vLLM 0.19.0 start-up logs on H100 (nearly all at utilization 0.95,
+# all with 1024 sequences and 8192 batched tokens), published by the llm-d planner's accuracy study (checked
+# 2026-11-24):
+# https://github.com/llm-d-incubation/llm-d-planner/tree/d3121e059da88662db39a926a3ead964be97359b/accuracy/results/v0.19.0/logs
+# Memory the vLLM instance adds outside PyTorch ("non-torch forward increase memory"): 0.24-0.27 GiB per GPU at TP 1.
+# vLLM takes its budget from the total memory times the utilization, so the CUDA context, created before vLLM's
+# first memory snapshot, is not part of it.
+NON_TORCH_GIB = 0.25
+# At TP >= 2, NCCL and vLLM's custom all-reduce buffers raise it to 2.06-2.21 GiB per GPU (TP 2 and 4 alike).
+# Measured on NVLink (H100); PCIe instances (g5/g6/g6e) get the same allowance, unmeasured there.
+TP_COMM_GIB = 1.85
+# vLLM >= 0.21 estimates CUDA-graph memory before sizing the KV cache and takes it from the budget
+# (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, default on in 0.32). The 0.19.0 logs print the same estimate, not yet
+# applied there: 0.49-1.92 GiB per GPU (0.84 for Llama-3.1-8B, 1.70-1.92 for Llama-3.3-70B at TP 2-4). We plan with
+# 1.0 GiB; the largest models at TP >= 2 can use up to 0.9 GiB more.
 CUDA_GRAPH_GIB = 1.0
 # Activation peak of the profiling forward pass, bytes per batched token per GPU, in the activation dtype:
 # the gate/up projection output (2 x intermediate) plus the activated intermediate (1 x), the q/k/v projection
 # output, and two hidden-size buffers (residual and layer output). For Llama-3.1-8B that is 112 KiB per token;
-# vLLM measured 107 KiB per token at 20,000 and 29,000 batched tokens (https://github.com/vllm-project/vllm/issues/10517).
-# The sampler's dummy pass holds fp32 logits and probabilities for max_num_seqs rows of the vocabulary.
-SAMPLER_BYTES_PER_LOGIT = 8
+# vLLM measured 107 KiB per token at 20,000 and 29,000 batched tokens (https://github.com/vllm-project/vllm/issues/10517),
+# and CodeLlama-7B (small vocabulary, so the forward pass dominates) peaked at 0.77 GiB for 8192 tokens where this
+# predicts 0.82.
+# After the forward pass vLLM runs its sampler (top-k and top-p) over max_num_seqs rows of the vocabulary; the peak is
+# whichever is larger. 1.89 GiB for Llama-3.1-8B (1024 x 128,256 logits) and 2.21 GiB for Qwen2.5-7B (1024 x 152,064)
+# in the 0.19.0 logs: 15.2-15.5 bytes per logit.
+SAMPLER_BYTES_PER_LOGIT = 15.5
+# Mixture-of-experts models also keep the fused-MoE workspace through the profiling pass: their peak was 0.38 GiB
+# (Mixtral-8x7B) and 0.43 GiB (Qwen3-30B-A3B) above the dense figure in the 0.19.0 logs.
+MOE_WORKSPACE_GIB = 0.4
 
 
 class PlannerInputError(ValueError):
@@ -67,9 +79,6 @@ class SizingRequest:
     model: ModelArch
     gpu_memory_gib: float
     gpu_name: str = "custom"
-    architecture: str = "hopper"
-    """Decides the runtime overhead (RUNTIME_GIB); `hopper` (the largest) for a GPU given only by memory."""
-    interconnect: str = "nvlink"
     tensor_parallel_size: int = 1
     dtype: str = "auto"
     quantization: str = "none"
@@ -83,6 +92,10 @@ class SizingRequest:
     max_num_batched_tokens: int | None = None
     cuda_graphs_profiled: bool = True
     """False for vLLM < 0.21 (graphs then came out of the headroom above the utilization)."""
+    non_torch_gib: float | None = None
+    """Memory outside PyTorch per GPU. Default: what vLLM 0.19+ measures (NON_TORCH_GIB, plus TP_COMM_GIB at TP >= 2).
+    Replaying a log of an older vLLM passes the value that version reported: it measured from an earlier baseline
+    (1.79 GiB on H100 in 0.6.5)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +109,7 @@ class Sizing:
     max_num_seqs: int
     max_num_batched_tokens: int
     weights_gib_per_gpu: float
-    runtime_gib_per_gpu: float
+    non_torch_gib_per_gpu: float
     activation_gib_per_gpu: float
     cuda_graph_gib_per_gpu: float
     overhead_gib_per_gpu: float
@@ -212,7 +225,8 @@ def activation_bytes_per_gpu(m: ModelArch, tp: int, dtype_bytes: int, batched_to
     qkv = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_size
     per_token = dtype_bytes * (3 * intermediate // tp + qkv // tp + 2 * m.hidden_size)
     sampler = max_num_seqs * m.vocab_size * SAMPLER_BYTES_PER_LOGIT
-    return max(batched_tokens * per_token, sampler)
+    moe_workspace = MOE_WORKSPACE_GIB * GiB if m.is_moe else 0
+    return int(max(batched_tokens * per_token, sampler) + moe_workspace)
 
 
 def size(req: SizingRequest) -> Sizing:
@@ -228,11 +242,10 @@ def size(req: SizingRequest) -> Sizing:
     batched = req.max_num_batched_tokens or default_batched
 
     weights = weights_bytes_per_gpu(m, tp, dtype_bytes, req.quantization) / GiB
-    runtime = RUNTIME_GIB.get(req.architecture, RUNTIME_GIB["hopper"])
-    runtime += NVLINK_COMM_GIB if tp > 1 and req.interconnect == "nvlink" else 0.0
+    non_torch = req.non_torch_gib if req.non_torch_gib is not None else NON_TORCH_GIB + (TP_COMM_GIB if tp > 1 else 0)
     activation = activation_bytes_per_gpu(m, tp, dtype_bytes, batched, max_num_seqs) / GiB
     graphs = CUDA_GRAPH_GIB if req.cuda_graphs_profiled else 0.0
-    overhead = runtime + activation + graphs
+    overhead = non_torch + activation + graphs
 
     budget = math.ceil(req.gpu_memory_gib * GiB * req.gpu_memory_utilization) / GiB
     kv_gib = budget - weights - overhead
@@ -251,7 +264,7 @@ def size(req: SizingRequest) -> Sizing:
     return Sizing(
         model=m.name, gpu=req.gpu_name, tensor_parallel_size=tp, gpu_memory_gib=req.gpu_memory_gib,
         gpu_memory_utilization=req.gpu_memory_utilization, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=batched, weights_gib_per_gpu=weights, runtime_gib_per_gpu=runtime,
+        max_num_batched_tokens=batched, weights_gib_per_gpu=weights, non_torch_gib_per_gpu=non_torch,
         activation_gib_per_gpu=activation, cuda_graph_gib_per_gpu=graphs, overhead_gib_per_gpu=overhead,
         kv_cache_gib_per_gpu=max(kv_gib, 0.0), kv_bytes_per_token=kv_bytes_per_token(m, kv_dtype),
         kv_bytes_per_token_per_gpu=per_token_gpu, kv_cache_tokens=tokens, max_concurrency=tokens / max_model_len,

@@ -66,8 +66,7 @@ def _on_gpu(base: planner.SizingRequest, args: argparse.Namespace) -> planner.Si
         if args.gpu not in GPUS:
             raise UsageError(f"--gpu {args.gpu!r}: unknown GPU; allowed: {', '.join(GPUS)}")
         g = GPUS[args.gpu]
-        return replace(base, gpu_memory_gib=g.memory_gib, gpu_name=g.name, architecture=g.architecture,
-                       interconnect=g.interconnect)
+        return replace(base, gpu_memory_gib=g.memory_gib, gpu_name=g.name)
     if args.gpu_memory_gib is not None:
         if args.gpu_memory_gib <= 0:
             raise UsageError(f"--gpu-memory-gib {args.gpu_memory_gib}: must be positive")
@@ -105,8 +104,7 @@ def recommend(base: planner.SizingRequest, concurrency: int, region: str) -> lis
         for tp in (1, 2, 4, 8):
             if tp > instance.gpus:
                 break
-            req = replace(base, gpu_memory_gib=g.memory_gib, gpu_name=g.name, architecture=g.architecture,
-                          interconnect=g.interconnect, tensor_parallel_size=tp)
+            req = replace(base, gpu_memory_gib=g.memory_gib, gpu_name=g.name, tensor_parallel_size=tp)
             if planner.validate(req):
                 continue
             s = planner.size(req)
@@ -124,7 +122,7 @@ def _sizing_table(s: planner.Sizing) -> str:
         ("budget per GPU", f"{s.gpu_memory_gib * s.gpu_memory_utilization:.2f} GiB at utilization "
                            f"{s.gpu_memory_utilization}"),
         ("weights per GPU", f"{s.weights_gib_per_gpu:.2f} GiB"),
-        ("overhead per GPU", f"{s.overhead_gib_per_gpu:.2f} GiB (runtime+comm {s.runtime_gib_per_gpu:.2f}, "
+        ("overhead per GPU", f"{s.overhead_gib_per_gpu:.2f} GiB (outside PyTorch {s.non_torch_gib_per_gpu:.2f}, "
                              f"activations {s.activation_gib_per_gpu:.2f}, CUDA graphs {s.cuda_graph_gib_per_gpu:.2f})"),
         ("KV cache per GPU", f"{s.kv_cache_gib_per_gpu:.2f} GiB"),
         ("KV bytes per token", f"{s.kv_bytes_per_token:,} ({s.kv_bytes_per_token_per_gpu:,} per GPU)"),

@@ -7,7 +7,6 @@ from pathlib import Path
 import yaml
 
 from config import planner
-from config.gpus import GPUS
 from config.model_catalog import MODELS
 
 MEASUREMENTS = yaml.safe_load((Path(__file__).parent / "data" / "vllm_measurements.yaml").read_text())
@@ -15,13 +14,13 @@ MEASUREMENTS = yaml.safe_load((Path(__file__).parent / "data" / "vllm_measuremen
 
 def replay(record: dict) -> planner.SizingRequest:
     """The planner request for one measured run, with the engine settings that run used."""
-    gpu = GPUS.get(record["gpu"])
     return planner.SizingRequest(
         MODELS[record["model"]], record["gpu_memory_gib"], record["gpu"],
-        gpu.architecture if gpu else record["architecture"], gpu.interconnect if gpu else record["interconnect"],
-        tensor_parallel_size=record["tp"], gpu_memory_utilization=record["gpu_memory_utilization"],
+        tensor_parallel_size=record["tp"], quantization=record.get("quantization", "none"),
+        kv_cache_dtype=record.get("kv_cache_dtype", "auto"), gpu_memory_utilization=record["gpu_memory_utilization"],
         max_model_len=record["max_model_len"], max_num_seqs=record["max_num_seqs"],
         max_num_batched_tokens=record["max_num_batched_tokens"], cuda_graphs_profiled=record["cuda_graphs_profiled"],
+        non_torch_gib=record.get("non_torch_gib"),
     )
 
 
@@ -31,16 +30,26 @@ def reported_kv_tokens(record: dict, bytes_per_token_per_gpu: int) -> int:
     return int(record["kv_gib"] * planner.GiB // (planner.BLOCK_SIZE * bytes_per_token_per_gpu)) * planner.BLOCK_SIZE
 
 
+def weights_gib(record: dict) -> tuple[float, float]:
+    """(predicted, reported) weights per GPU."""
+    predicted = planner.weights_bytes_per_gpu(MODELS[record["model"]], record["tp"], 2, record.get("quantization", "none"))
+    return predicted / planner.GiB, record["weights_gib"]
+
+
+def kv_tokens(record: dict) -> tuple[int, int]:
+    """(predicted, reported) KV capacity in tokens, sizing the run from its GPU memory and engine settings."""
+    s = planner.size(replay(record))
+    return s.kv_cache_tokens, reported_kv_tokens(record, s.kv_bytes_per_token_per_gpu)
+
+
 def errors() -> dict[str, dict[str, float]]:
     """Relative error (predicted / reported - 1) per check and record."""
     out: dict[str, dict[str, float]] = {"weights": {}, "kv_tokens": {}}
     for r in MEASUREMENTS:
-        if "weights" in r["checks"]:
-            predicted = planner.weights_bytes_per_gpu(MODELS[r["model"]], r["tp"], 2, "none") / planner.GiB
-            out["weights"][r["id"]] = predicted / r["weights_gib"] - 1
-        if "kv_tokens" in r["checks"]:
-            s = planner.size(replay(r))
-            out["kv_tokens"][r["id"]] = s.kv_cache_tokens / reported_kv_tokens(r, s.kv_bytes_per_token_per_gpu) - 1
+        for check, compare in (("weights", weights_gib), ("kv_tokens", kv_tokens)):
+            if check in r["checks"]:
+                predicted, reported = compare(r)
+                out[check][r["id"]] = predicted / reported - 1
     return out
 
 
@@ -49,8 +58,14 @@ def main() -> None:
         print(f"{check}:")
         for record, error in by_record.items():
             print(f"  {record:<36} {error:+7.2%}")
-        absolute = [abs(e) for e in by_record.values()]
-        print(f"  mean |error| {sum(absolute) / len(absolute):.2%}, max {max(absolute):.2%}, n={len(absolute)}")
+        groups = {"all": list(by_record)}
+        for r in MEASUREMENTS:
+            if r["id"] in by_record:
+                groups.setdefault(f"vLLM {r['vllm']}", []).append(r["id"])
+        for group, ids in groups.items():
+            absolute = [abs(by_record[i]) for i in ids]
+            print(f"  {group:<28} mean |error| {sum(absolute) / len(absolute):.2%}, max {max(absolute):.2%}, "
+                  f"n={len(absolute)}")
 
 
 if __name__ == "__main__":
