@@ -29,7 +29,8 @@ def test_the_evidence_is_at_least_ten_sourced_measurements_checked_end_to_end():
 
 
 def test_mean_kv_error_beats_the_best_public_planner():
-    """The llm-d planner reports a 6.7% mean absolute KV error on H100 runs; ours must stay below it."""
+    """The benchmark set for this planner: 6.7% mean absolute KV error on H100 runs (the llm-d planner's own report on
+    the vLLM 0.19.0 logs these records come from says 7.82% over 49 runs)."""
     kv_errors = [abs(e) for e in errors()["kv_tokens"].values()]
     assert sum(kv_errors) / len(kv_errors) < 0.067
 
