@@ -17,8 +17,15 @@ def request(model: str, gpu: str = "H100-80GB", **kw) -> SizingRequest:
     return SizingRequest(MODELS[model], g.memory_gib, g.name, **kw)
 
 
+WITH_OVERHEADS = [r for r in MEASUREMENTS if "reported_overheads" in r]
+
+
+def params(records: list[dict]) -> list:
+    return [pytest.param(r, id=r["id"]) for r in records]
+
+
 def by_check(check: str) -> list:
-    return [pytest.param(r, id=r["id"]) for r in MEASUREMENTS if check in r["checks"]]
+    return params([r for r in MEASUREMENTS if check in r["checks"]])
 
 
 def test_the_evidence_is_at_least_ten_sourced_measurements_checked_end_to_end():
@@ -35,11 +42,7 @@ def test_mean_kv_error_beats_the_best_public_planner():
     assert sum(kv_errors) / len(kv_errors) < 0.067
 
 
-def by_overheads() -> list:
-    return [pytest.param(r, id=r["id"]) for r in MEASUREMENTS if "reported_overheads" in r]
-
-
-@pytest.mark.parametrize("record", by_overheads())
+@pytest.mark.parametrize("record", params(WITH_OVERHEADS))
 def test_each_overhead_matches_what_vllm_0_19_reported(record):
     """Per component, so a wrong constant cannot hide behind an opposite error in another one."""
     sizing, reported = size(replay(record)), record["reported_overheads"]
@@ -48,8 +51,7 @@ def test_each_overhead_matches_what_vllm_0_19_reported(record):
 
 
 def test_cuda_graph_allowance_covers_the_typical_estimate_vllm_printed():
-    estimates = sorted(r["reported_overheads"]["cuda_graph_estimate_gib"] for r in MEASUREMENTS
-                       if "reported_overheads" in r)
+    estimates = sorted(r["reported_overheads"]["cuda_graph_estimate_gib"] for r in WITH_OVERHEADS)
     assert estimates[len(estimates) // 2] <= planner.CUDA_GRAPH_GIB <= estimates[-1]
 
 
