@@ -9,7 +9,13 @@ OUT ?=
 UPSTREAM_VENV := .venv-upstream
 UPSTREAM_STAMP := $(UPSTREAM_VENV)/.installed
 
-.PHONY: venv plan test test-upstream lint accuracy clean
+# promtool, prometheus and amtool from Debian's prometheus and prometheus-alertmanager packages, unpacked (no service
+# is installed or started).
+TOOLS := build/tools
+TOOLS_STAMP := $(TOOLS)/.unpacked
+TOOL_PACKAGES := prometheus prometheus-alertmanager
+
+.PHONY: venv tools plan test test-upstream lint accuracy clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,12 +24,23 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+$(TOOLS_STAMP):
+	mkdir -p $(TOOLS)/debs
+	cd $(TOOLS)/debs && rm -f *.deb && \
+		{ apt-get download $(TOOL_PACKAGES) 2>/dev/null || { apt-get update -qq && apt-get download $(TOOL_PACKAGES); }; }
+	for deb in $(TOOLS)/debs/*.deb; do dpkg -x $$deb $(TOOLS); done
+	$(TOOLS)/usr/bin/promtool --version > /dev/null && $(TOOLS)/usr/bin/amtool --version > /dev/null
+	touch $@
+
+tools: $(TOOLS_STAMP)
+
 plan: $(STAMP)
 	$(BIN)/python -m llmctl plan $(STACK) $(if $(OUT),--out $(OUT))
 
 # pytest exits 5 when it collected no test: a suite that silently runs nothing must fail, not pass.
-test: $(STAMP)
-	$(BIN)/python -m pytest; status=$$?; \
+# LLM_PLATFORM_TOOLS makes the promtool, Prometheus and amtool tests fail, rather than skip, without the tools.
+test: $(STAMP) $(TOOLS_STAMP)
+	LLM_PLATFORM_TOOLS=$(TOOLS)/usr/bin $(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 # The real vLLM (CPU build, several GB) in its own virtualenv. torch first: its pinned version is the local CPU
@@ -35,11 +52,13 @@ $(UPSTREAM_STAMP): requirements-upstream.txt
 	$(UPSTREAM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
 	touch $(UPSTREAM_STAMP)
 
-# Render dev and prod, then parse every vLLM argument list with the real vLLM parser.
+# Render dev and prod, then parse every vLLM argument list with the real vLLM parser and check every vLLM metric
+# the rules, scalers and dashboards read against the metrics the installed vLLM declares.
 test-upstream: $(STAMP) $(UPSTREAM_STAMP)
 	$(BIN)/python -m llmctl plan dev --out build/upstream/dev > /dev/null
 	$(BIN)/python -m llmctl plan prod --out build/upstream/prod > /dev/null
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_args build/upstream/dev build/upstream/prod
+	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_metrics build/upstream/dev build/upstream/prod
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ try:
 except config.ConfigError as error:
     raise pulumi.RunError(str(error)) from None  # RunError prints the message without a traceback
 
-platform = Platform("llm", cfg, huggingface_token=config.secret("huggingfaceToken"))
+platform = Platform("llm", cfg, secrets={key: config.secret(key) for key in config.SECRET_KEYS})
 
 pulumi.export("clusterName", platform.cluster.cluster_name)
 pulumi.export("region", cfg.cluster.region)
@@ -21,3 +21,4 @@ pulumi.export("karpenterInterruptionQueue", platform.karpenter.queue.name)
 pulumi.export("gpuNodePools", {key: pool.node_pool_names for key, pool in platform.gpu_pools.items()})
 pulumi.export("modelRegistryBucket", platform.registry.bucket.bucket)
 pulumi.export("modelEndpoints", {key: server.endpoint for key, server in platform.model_servers.items()})
+pulumi.export("prometheusUrl", platform.monitoring.prometheus_url)

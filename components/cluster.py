@@ -149,7 +149,7 @@ class EksCluster(pulumi.ComponentResource):
             enable_server_side_apply=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.addons["vpc-cni"]]),
         )
-        k8s.storage.v1.StorageClass(
+        self.storage_class = k8s.storage.v1.StorageClass(
             f"{name}-gp3",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name="gp3", annotations={"storageclass.kubernetes.io/is-default-class": "true"}

@@ -186,11 +186,24 @@ def pod_spec(args: ModelServerArgs, container: dict, init_containers: list[dict]
     return spec
 
 
+def min_servers(m: ModelDeployment) -> int:
+    """The fewest servers a model runs: its minReplicas, except that scaling from zero needs a signal that exists
+    while no server runs (the gateway's request counter, which does not exist yet), so minReplicas 0 keeps one.
+    New Deployments start with this many; the autoscaler's minimum is the same."""
+    return max(m.min_replicas, 1)
+
+
+# Once the Deployment exists, KEDA's HPA writes spec.replicas through the scale subresource. With server-side apply,
+# pulumi-kubernetes drops an ignored field from its apply when another field manager owns it, or sends the live value
+# (provider/pkg/await/await.go, handleSSAIgnoreFields), so `pulumi up` never resets a scaled model.
+REPLICAS_OWNED_BY_AUTOSCALER = ["spec.replicas"]
+
+
 def deployment_spec(args: ModelServerArgs, pod: dict, port: int) -> dict:
     m = args.deployment
     return {
-        # Until the autoscaler owns replicas, a scale-to-zero model (minReplicas 0) still gets one server.
-        "replicas": max(m.min_replicas, 1),
+        # Only at creation: KEDA's HPA owns the count afterwards (the Deployment ignores changes to it).
+        "replicas": min_servers(m),
         "selector": {"matchLabels": selector(args.key)},
         # One extra server during a rollout, never one fewer: capacity is GPUs, and a new one takes minutes.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
@@ -247,7 +260,9 @@ class ModelServer(pulumi.ComponentResource):
             # Loading a model takes minutes to an hour: `pulumi up` does not wait for it. Readiness is for
             # monitoring and alerts to watch.
             metadata={**metadata, "annotations": {"pulumi.com/skipAwait": "true"}},
-            spec=pulumi.Output.from_input(args.registry_bucket).apply(spec), opts=child)
+            spec=pulumi.Output.from_input(args.registry_bucket).apply(spec),
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+                ignore_changes=REPLICAS_OWNED_BY_AUTOSCALER)))
         self.service = k8s.core.v1.Service(f"{name}-service", metadata=metadata,
                                            spec=service_spec(args.key, self.PORT), opts=child)
         self.pdb = k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=metadata, spec=pdb_spec(args.key),

@@ -9,17 +9,20 @@ import pulumi_kubernetes as k8s
 from components.cluster import EksCluster, EksClusterArgs
 from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
 from components.karpenter import Karpenter, KarpenterArgs
+from components.keda_scaler import Keda, KedaScaler, KedaScalerArgs
 from components.labels import PLATFORM_LABELS
 from components.model_registry import ModelRegistry, ModelRegistryArgs
 from components.model_server import NAMESPACE, TOKEN_SECRET, TOKEN_SECRET_KEY, ModelServer, ModelServerArgs
+from components.monitoring import MonitoringStack, MonitoringStackArgs, receiver_secret_keys
 from components.nvidia_device_plugin import NvidiaDevicePlugin
 from components.tgi_service import TgiService
 from components.vllm_service import VllmService
 from config import StackConfig
 
 
-def karpenter_replicas(system_min_size: int) -> int:
-    """Upstream runs two replicas with hard per-node anti-affinity: only ask for two when two nodes always exist."""
+def controller_replicas(system_min_size: int) -> int:
+    """Controllers (Karpenter, KEDA) run two replicas for failover, one per node: only ask for two when two system
+    nodes always exist."""
     return 2 if system_min_size >= 2 else 1
 
 
@@ -29,9 +32,13 @@ class Platform(pulumi.ComponentResource):
     gpu_pools: dict[str, GpuNodePool]
     registry: ModelRegistry
     model_servers: dict[str, ModelServer]
+    monitoring: MonitoringStack
+    scalers: dict[str, KedaScaler]
 
-    def __init__(self, name: str, cfg: StackConfig, huggingface_token: pulumi.Output[str] | None = None,
+    def __init__(self, name: str, cfg: StackConfig, secrets: dict[str, pulumi.Output[str] | None],
                  opts: pulumi.ResourceOptions | None = None):
+        """`secrets`: the stack's secret config by key (config.SECRET_KEYS), None where unset; config.load has
+        already checked that every secret this stack needs is set."""
         super().__init__("llm-platform:index:Platform", name, None, opts)
         aws_provider = aws.Provider(
             f"{name}-aws",
@@ -50,7 +57,7 @@ class Platform(pulumi.ComponentResource):
             cluster_name=cfg.cluster_name,
             cluster_name_output=self.cluster.cluster_name,
             region=cfg.cluster.region,
-            replicas=karpenter_replicas(cfg.cluster.system_node_group.min_size),
+            replicas=controller_replicas(cfg.cluster.system_node_group.min_size),
             system_nodes=self.cluster.system_nodes,
             depends_on=[self.cluster.addons["coredns"], self.cluster.addons["eks-pod-identity-agent"]],
         ), on_cluster)
@@ -84,6 +91,7 @@ class Platform(pulumi.ComponentResource):
         ), on_cluster)
         server_prerequisites = [namespace, self.registry.server_service_account, *self.registry.associations,
                                 *self.gpu_pools.values()]
+        huggingface_token = secrets.get("huggingfaceToken")
         if huggingface_token is not None:
             server_prerequisites.append(k8s.core.v1.Secret(
                 f"{name}-huggingface-token",
@@ -105,11 +113,31 @@ class Platform(pulumi.ComponentResource):
             for key, m in cfg.models.items()
         }
 
-        # Autoscaling, monitoring, the gateway and Redis attach here, on `on_cluster`.
+        # Monitoring and autoscaling
+        self.monitoring = MonitoringStack(f"{name}-monitoring", MonitoringStackArgs(
+            cfg=cfg,
+            grafana_admin_password=secrets["grafanaAdminPassword"],
+            receiver_secrets={key: secrets[key] for key in receiver_secret_keys(cfg.monitoring.alerting)},
+            depends_on=[self.cluster.system_nodes, self.cluster.storage_class],
+        ), on_cluster)
+        keda = Keda(f"{name}-keda", controller_replicas(cfg.cluster.system_node_group.min_size),
+                    depends_on=[self.cluster.system_nodes], opts=on_cluster)
+        self.scalers = {
+            key: KedaScaler(f"{name}-scaler-{key}", KedaScalerArgs(
+                key=key,
+                deployment=m,
+                prometheus_url=self.monitoring.prometheus_url,
+                depends_on=[keda.release, self.model_servers[key].deployment],
+            ), on_cluster)
+            for key, m in cfg.models.items()
+        }
+
+        # The gateway and Redis attach here, on `on_cluster`.
 
         self.register_outputs({
             "clusterName": self.cluster.cluster_name,
             "vpcId": self.cluster.vpc_id,
             "interruptionQueueUrl": self.karpenter.queue.url,
             "modelRegistryBucket": self.registry.bucket.bucket,
+            "prometheusUrl": self.monitoring.prometheus_url,
         })

@@ -21,18 +21,31 @@ RESERVED_LABEL_PREFIXES = ("karpenter.sh/", "karpenter.k8s.aws/", "kubernetes.io
 
 
 def check(cfg: StackConfig) -> list[Problem]:
-    return [*_check_cluster(cfg), *_check_pools(cfg), *_check_tags(cfg), *_check_models(cfg), *_check_serving(cfg)]
+    return [*_check_cluster(cfg), *_check_pools(cfg), *_check_tags(cfg), *_check_models(cfg), *_check_serving(cfg),
+            *_check_monitoring(cfg)]
+
+
+def required_secrets(cfg: StackConfig) -> dict[str, str]:
+    """The secret keys this stack needs, each with why and an example value for `pulumi config set --secret`."""
+    required = {"grafanaAdminPassword": ("Grafana's admin login is created from it", "<a long random password>")}
+    from_hub = [key for key, m in cfg.models.items() if m.source == "huggingface"]
+    if from_hub:
+        required["huggingfaceToken"] = (
+            f"models {', '.join(from_hub)} download from Hugging Face (gated repositories need an account that "
+            "accepted their license); or use source: registry", "hf_...")
+    if cfg.monitoring.alerting.pagerduty:
+        required["pagerdutyRoutingKey"] = ("monitoring.alerting.pagerduty is on (an Events API v2 routing key)",
+                                           "<routing key>")
+    if cfg.monitoring.alerting.slack:
+        required["slackWebhookUrl"] = ("monitoring.alerting.slack is on (a Slack incoming-webhook URL)",
+                                       "https://hooks.slack.com/services/...")
+    return {key: f"is required because {why}; set it with `pulumi config set --secret llm-platform:{key} {example}`"
+            for key, (why, example) in required.items()}
 
 
 def missing_secrets(cfg: StackConfig, secrets_set: set[str]) -> list[Problem]:
     """Secrets a stack needs but has not set. Checked at load, so `pulumi up` stops before creating anything."""
-    from_hub = [key for key, m in cfg.models.items() if m.source == "huggingface"]
-    if from_hub and "huggingfaceToken" not in secrets_set:
-        return [Problem("huggingfaceToken", None,
-                        f"is required because models {', '.join(from_hub)} download from Hugging Face (gated "
-                        "repositories need an account that accepted their license); set it with "
-                        "`pulumi config set --secret llm-platform:huggingfaceToken hf_...`, or use source: registry")]
-    return []
+    return [Problem(key, None, why) for key, why in required_secrets(cfg).items() if key not in secrets_set]
 
 
 def nodepool_names(pool: str, capacity_types: list[str]) -> list[str]:
@@ -185,6 +198,23 @@ def _check_serving(cfg: StackConfig) -> list[Problem]:
         else:
             for problem in vllm_extra_arg_problems(m.extra_args):
                 problems.append(Problem(f"{path}.extraArgs", m.extra_args, problem))
+    return problems
+
+
+def _check_monitoring(cfg: StackConfig) -> list[Problem]:
+    problems = []
+    replicas, nodes = cfg.monitoring.replicas, cfg.cluster.system_node_group.min_size
+    if replicas > nodes:
+        problems.append(Problem("monitoring.replicas", replicas,
+                                f"each replica needs its own system node and cluster.systemNodeGroup.minSize is "
+                                f"{nodes}; use at most {nodes} or raise minSize"))
+    for key, m in cfg.models.items():
+        scaling = m.autoscaling
+        if (scaling.waiting_requests_per_replica, scaling.p99_latency_seconds, scaling.gpu_utilization_percent) == (
+                None, None, None):
+            problems.append(Problem(f"models.{key}.autoscaling", "all triggers null",
+                                    "keep at least one of waitingRequestsPerReplica, p99LatencySeconds, "
+                                    "gpuUtilizationPercent"))
     return problems
 
 

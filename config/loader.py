@@ -14,10 +14,10 @@ from config.schema import StackConfig
 
 PROJECT = "llm-platform"
 # Top-level config keys of the project namespace, in the order the README documents them.
-KEYS = ("cluster", "gpuPools", "tags", "models", "modelRegistry")
+KEYS = ("cluster", "gpuPools", "tags", "models", "modelRegistry", "monitoring")
 # Secret keys, set with `pulumi config set --secret`. Not declared in Pulumi.yaml: a declared key without a default
 # is required in every stack, and a stack that serves only registry models needs no token.
-SECRET_KEYS = ("huggingfaceToken",)
+SECRET_KEYS = ("huggingfaceToken", "grafanaAdminPassword", "pagerdutyRoutingKey", "slackWebhookUrl")
 
 
 def parse(stack: str, raw: dict[str, Any], aws_region: str | None = None,

@@ -25,6 +25,9 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$"
 EC2_INSTANCE_TYPE = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
 HF_REPO = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
 IAM_PRINCIPAL_ARN = r"^arn:aws(-cn|-us-gov)?:(iam|sts)::[0-9]{12}:(role|user|assumed-role)/.+$"
+# Prometheus duration, as its --storage.tsdb.retention.time flag takes it.
+PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
+SLACK_CHANNEL = r"^[#@]?[a-z0-9][a-z0-9._-]{0,79}$"
 
 
 class _Model(BaseModel):
@@ -159,6 +162,47 @@ class GpuPool(_Model):
         return v
 
 
+class ScalingPolicy(_Model):
+    """One direction of the autoscaler's behaviour: wait `stabilizationSeconds` for the signal to hold, then change
+    the replica count by at most `pods` every `periodSeconds`."""
+
+    stabilization_seconds: int = Field(ge=0, le=3600)
+    pods: int = Field(ge=1, le=100)
+    period_seconds: int = Field(ge=1, le=1800)
+    """At most 1800: the Kubernetes HPA's limit."""
+
+
+class Autoscaling(_Model):
+    """KEDA triggers on the in-cluster Prometheus, per model, for vLLM and TGI alike. The replica count is the
+    largest any trigger asks for; a trigger set to null is left out, and at least one must remain."""
+
+    waiting_requests_per_replica: float | None = Field(default=10, gt=0)
+    """Default 10 (the seed's): queued requests per server before another one starts."""
+    p99_latency_seconds: float | None = Field(default=5, gt=0)
+    """Default 5 (the seed's): p99 end-to-end request latency over 5 minutes. End-to-end time grows with the
+    length of the answer: raise it, or set null, for a model that writes long answers."""
+    gpu_utilization_percent: float | None = Field(default=70, gt=0, le=100)
+    """Default 70 (the seed's): average utilisation of the model's GPUs (DCGM)."""
+    polling_interval_seconds: int = Field(default=15, ge=5, le=300)
+    """Default 15: how often KEDA reads the triggers (Prometheus records them every 15 s)."""
+    scale_up: ScalingPolicy = Field(
+        default_factory=lambda: ScalingPolicy(stabilization_seconds=60, pods=2, period_seconds=60))
+    """Default (the seed's): after a 60 s window, at most 2 more servers per 60 s."""
+    scale_down: ScalingPolicy = Field(
+        default_factory=lambda: ScalingPolicy(stabilization_seconds=300, pods=1, period_seconds=120))
+    """Default (the seed's): after a 300 s window, at most 1 fewer server per 120 s."""
+
+
+class Slo(_Model):
+    """Alert thresholds for one model."""
+
+    p99_latency_seconds: float = Field(default=10, gt=0)
+    """Default 10: warn when p99 end-to-end latency stays above it for 10 minutes. Twice the scaler's default
+    target: autoscaling should keep latency well below it, so crossing it means scaling is not keeping up."""
+    error_rate_percent: float = Field(default=5, gt=0, le=100)
+    """Default 5: warn when more than this share of requests fails on the server for 10 minutes."""
+
+
 class ModelDeployment(_Model):
     """One model server: which model, on which engine and pool, sized how. Checked against every instance type of
     its pool by the capacity planner before anything is created."""
@@ -201,6 +245,8 @@ class ModelDeployment(_Model):
     from another key, or one vLLM has removed, is rejected. `make test-upstream` parses them with the real vLLM."""
     drain_seconds: int = Field(default=120, ge=0, le=3600)
     """Default 120: on shutdown, in-flight requests get this long to finish before they are aborted."""
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    slo: Slo = Field(default_factory=Slo)
 
     @property
     def repository(self) -> str:
@@ -217,6 +263,31 @@ class ModelRegistry(_Model):
     """Default false: `pulumi destroy` refuses to delete a bucket that still holds weights."""
 
 
+class Alerting(_Model):
+    """Where Alertmanager sends alerts. Both off (the default) is valid: alerts then show only in the Prometheus
+    and Alertmanager UIs, and `llmctl plan` says so."""
+
+    pagerduty: bool = False
+    """Page PagerDuty for `critical` alerts. The Events API v2 routing key is the secret pagerdutyRoutingKey."""
+    slack: bool = False
+    """Post `warning` and `critical` alerts to Slack. The incoming-webhook URL is the secret slackWebhookUrl."""
+    slack_channel: Annotated[str, Field(pattern=SLACK_CHANNEL)] | None = None
+    """Channel to post to instead of the webhook's own, e.g. `#llm-alerts`. Default: the webhook's channel."""
+
+
+class Monitoring(_Model):
+    """kube-prometheus-stack (Prometheus, Alertmanager, Grafana), the DCGM exporter, rules and dashboards."""
+
+    retention: Annotated[str, Field(pattern=PROMETHEUS_DURATION)] = "15d"
+    """Default 15d: how long Prometheus keeps samples (it also stops at 85% of `storageGib`)."""
+    storage_gib: int = Field(default=50, ge=10, le=16384)
+    """Default 50: each Prometheus replica's gp3 volume."""
+    replicas: int = Field(default=2, ge=1, le=5)
+    """Default 2: Prometheus and Alertmanager replicas, on different system nodes, so one can restart or be
+    drained while the other scrapes, evaluates and routes. Needs as many system nodes (cluster.systemNodeGroup)."""
+    alerting: Alerting = Field(default_factory=Alerting)
+
+
 class StackConfig(_Model):
     """The whole validated configuration of one stack."""
 
@@ -229,6 +300,7 @@ class StackConfig(_Model):
     models: dict[str, ModelDeployment] = Field(default_factory=dict)
     """Keyed map of model servers; each key names the deployment (a DNS label)."""
     model_registry: ModelRegistry = Field(default_factory=ModelRegistry)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
 
     @property
     def cluster_name(self) -> str:

@@ -33,7 +33,28 @@ NVIDIA_DEVICE_PLUGIN = Chart(
     "nvidia-device-plugin", "https://nvidia.github.io/k8s-device-plugin", "0.20.0", "2026-11-24"
 )
 
-CHARTS: tuple[Chart, ...] = (KARPENTER, KARPENTER_CRD, NVIDIA_DEVICE_PLUGIN)
+# Prometheus Operator, Prometheus, Alertmanager, Grafana, kube-state-metrics and node-exporter. 88.5.3 ships
+# prometheus-operator v0.93.1, kube-state-metrics chart 8.4.0 (app 2.20.0) and grafana chart 12.11.1 from
+# grafana-community. Its CRDs come from prometheus-operator-crds at the same operator version, a chart whose CRDs are
+# templates, so `helm upgrade` upgrades them (Helm never upgrades a chart's crds/ folder); bump both together.
+# Source: github.com/prometheus-community/helm-charts, tags kube-prometheus-stack-88.5.3 and
+# prometheus-operator-crds-31.0.1 (both appVersion v0.93.1).
+KUBE_PROMETHEUS_STACK = Chart(
+    "kube-prometheus-stack", "https://prometheus-community.github.io/helm-charts", "88.5.3", "2026-11-24"
+)
+PROMETHEUS_OPERATOR_CRDS = Chart(
+    "prometheus-operator-crds", "https://prometheus-community.github.io/helm-charts", "31.0.1", "2026-11-24"
+)
+PROMETHEUS_OPERATOR_VERSION = "0.93.1"
+# KEDA ships its CRDs as templates (crds.install), so they upgrade with the chart.
+# Source: github.com/kedacore/charts keda/Chart.yaml (2.20.2, appVersion 2.20.2).
+KEDA = Chart("keda", "https://kedacore.github.io/charts", "2.20.2", "2026-11-24")
+# NVIDIA DCGM exporter: GPU utilisation, memory, XID and ECC errors per GPU, with the pod that holds the GPU.
+# Source: github.com/NVIDIA/dcgm-exporter deployment/Chart.yaml (4.8.2, image 4.5.3-4.8.2), repository from its README.
+DCGM_EXPORTER = Chart("dcgm-exporter", "https://nvidia.github.io/dcgm-exporter/helm-charts", "4.8.2", "2026-11-24")
+
+CHARTS: tuple[Chart, ...] = (KARPENTER, KARPENTER_CRD, NVIDIA_DEVICE_PLUGIN, KUBE_PROMETHEUS_STACK,
+                             PROMETHEUS_OPERATOR_CRDS, KEDA, DCGM_EXPORTER)
 
 
 @dataclass(frozen=True)

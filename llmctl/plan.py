@@ -13,6 +13,9 @@ import yaml
 
 import config
 from components.gpu_node_pool import POOL_LABEL
+from components.keda_scaler import scaled_object_spec
+from components.model_server import min_servers
+from config.checks import required_secrets
 from tests.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -49,7 +52,8 @@ class Plan:
     def inventory(self) -> list[dict[str, Any]]:
         return [
             {"type": r.type, "name": r.name, "parent": r.parent, "custom": r.custom,
-             "provider": r.provider.split("::")[-2] if r.provider else None, "inputs": plain(r.inputs)}
+             "provider": r.provider.split("::")[-2] if r.provider else None, "inputs": plain(r.inputs),
+             **({"ignoreChanges": r.ignore_changes} if r.ignore_changes else {})}
             for r in self._resources()
         ]
 
@@ -68,19 +72,21 @@ def stack_config_for_pulumi(values: dict[str, Any]) -> tuple[dict[str, str], lis
     return flat, secret_keys
 
 
-def run(stack: str, project_dir: Path = PROJECT_DIR) -> Plan:
-    """Validate the stack's config, then run __main__.py under mocks. Raises config.ConfigError on bad config."""
+def run(stack: str, project_dir: Path = PROJECT_DIR, secret_values: dict[str, str] | None = None) -> Plan:
+    """Validate the stack's config, then run __main__.py under mocks. Raises config.ConfigError on bad config.
+    `secret_values` stands in for secrets by key (tests use it to prove no secret reaches a written file)."""
     import pulumi
 
     values = config.read_stack_file(project_dir, stack)
-    # Secrets are set per stack with `pulumi config set --secret` and never committed in plain text; render as if
-    # each one were set, and say so in the summary.
-    missing = [key for key in config.SECRET_KEYS if f"{config.PROJECT}:{key}" not in values]
     cfg = config.load_stack_file(project_dir, stack)
+    # Secrets are set per stack with `pulumi config set --secret` and never committed in plain text; render as if
+    # each one were set, and say so in the summary for the ones this stack needs.
+    missing = [key for key in required_secrets(cfg) if f"{config.PROJECT}:{key}" not in values]
     flat, secret_keys = stack_config_for_pulumi(values)
-    for key in missing:
-        flat[f"{config.PROJECT}:{key}"] = SECRET_PLACEHOLDER
-        secret_keys.append(f"{config.PROJECT}:{key}")
+    for key in config.SECRET_KEYS:
+        if f"{config.PROJECT}:{key}" not in values or key in (secret_values or {}):
+            flat[f"{config.PROJECT}:{key}"] = (secret_values or {}).get(key, SECRET_PLACEHOLDER)
+            secret_keys.append(f"{config.PROJECT}:{key}")
     mocks = install(cfg.cluster.region, config.PROJECT, stack)
     pulumi.runtime.set_all_config(flat, secret_keys)
 
@@ -148,6 +154,7 @@ def summary(plan: Plan) -> str:
             f"  {m['metadata']['name']:<24} {m['metadata']['namespace']}  {model.engine:<4} {model.gpu_pool:<8} "
             f"{container['resources']['limits']['nvidia.com/gpu']} GPU  {model.min_replicas}-{model.max_replicas}  "
             f"{startup // 60} min  {model.model} from {model.source}  {container['image']}")
+    lines += ["", *_autoscaling_lines(plan), "", *_monitoring_lines(plan)]
     lines += ["", "Helm releases:"]
     lines += [f"  {r['release']:<24} {r['chart']} {r['version']}" for r in plan.releases()]
     for key in plan.placeholder_secrets:
@@ -157,3 +164,46 @@ def summary(plan: Plan) -> str:
         if pool.ami_version == "latest":
             lines.append(f"\nnote: gpuPools.{key}.amiVersion is 'latest': every AMI release will replace its nodes; pin it for production.")
     return "\n".join(lines)
+
+
+def _autoscaling_lines(plan: Plan) -> list[str]:
+    lines = ["Autoscaling (KEDA ScaledObject per model: replicas, triggers, up / down behaviour):"]
+    for key, m in sorted(plan.cfg.models.items()):
+        spec = scaled_object_spec(key, m, "")
+        triggers = ", ".join(f"{t['name']} {t['metadata']['threshold']}" for t in spec["triggers"])
+        up, down = m.autoscaling.scale_up, m.autoscaling.scale_down
+        lines.append(f"  {key:<24} {spec['minReplicaCount']}-{spec['maxReplicaCount']}  {triggers}  "
+                     f"up {up.pods}/{up.period_seconds}s after {up.stabilization_seconds}s, "
+                     f"down {down.pods}/{down.period_seconds}s after {down.stabilization_seconds}s")
+    for key, m in sorted(plan.cfg.models.items()):
+        if m.min_replicas < min_servers(m):
+            lines.append(f"  note: models.{key}.minReplicas is 0, but scaling from zero needs the gateway's request "
+                         f"metric (not built yet): it scales between {min_servers(m)} and {m.max_replicas}.")
+    return lines
+
+
+def _monitoring_lines(plan: Plan) -> list[str]:
+    m = plan.cfg.monitoring
+    rules = [r for r in plan.manifests() if r["kind"] == "PrometheusRule"]
+    groups = [g for r in rules for g in r["spec"]["groups"]]
+    alerts = sorted({rule["alert"] for g in groups for rule in g["rules"] if "alert" in rule})
+    records = sorted({rule["record"] for g in groups for rule in g["rules"] if "record" in rule})
+    monitors = sorted(f"{x['kind']} {x['metadata']['name']}" for x in plan.manifests()
+                      if x["kind"] in ("PodMonitor", "ServiceMonitor"))
+    dashboards = [x for x in plan.manifests() if x["kind"] == "ConfigMap"
+                  and x["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    lines = ["Monitoring (namespace monitoring):",
+             f"  Prometheus x{m.replicas}, retention {m.retention}, {m.storage_gib} GiB gp3 each; "
+             f"Alertmanager x{m.replicas}; Grafana (ClusterIP)",
+             f"  {len(records)} recorded series, {len(alerts)} alerts: {', '.join(alerts)}",
+             f"  monitors: {', '.join(monitors)}",
+             f"  dashboards: {', '.join(name for d in dashboards for name in sorted(d.get('data', {})))}"]
+    routes = []
+    if m.alerting.pagerduty:
+        routes.append("critical -> PagerDuty")
+    if m.alerting.slack:
+        routes.append(f"warning and critical -> Slack {m.alerting.slack_channel or '(webhook channel)'}")
+    lines.append("  alert routing: " + ("; ".join(routes) + ", grouped by model" if routes else
+                 "no receivers configured (monitoring.alerting): alerts show only in the Prometheus and "
+                 "Alertmanager UIs"))
+    return lines

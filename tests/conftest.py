@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+import config
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,6 +40,10 @@ class Rendered:
 
     def kind(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.manifests if m["kind"] == kind]
+
+    @property
+    def config(self) -> config.StackConfig:
+        return config.load_stack_file(ROOT, self.stack)
 
 
 def render(stack: str, out: Path) -> Rendered:

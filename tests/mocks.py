@@ -34,6 +34,7 @@ class Recorded:
     parent: str | None = None  # the parent's logical name
     parent_type: str | None = None
     provider: str | None = None  # the explicit provider's reference ("urn::id"), if any
+    ignore_changes: list[str] = field(default_factory=list)  # the `ignore_changes` resource option
 
     @property
     def is_kubernetes(self) -> bool:
@@ -53,11 +54,13 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: RecordingMocks):
         super().__init__(mocks)
         self._parents: dict[tuple[str, str], str] = {}
+        self._ignore_changes: dict[tuple[str, str], list[str]] = {}
         self._lock = threading.Lock()
 
     def RegisterResource(self, request):
         with self._lock:
             self._parents[(request.type, request.name)] = request.parent
+            self._ignore_changes[(request.type, request.name)] = list(request.ignoreChanges)
         return super().RegisterResource(request)
 
     def parent_of(self, type_: str, name: str) -> tuple[str | None, str | None]:
@@ -66,6 +69,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             return None, None
         parent_type = urn.split("::")[2].split("$")[-1]
         return urn.split("::")[-1], parent_type
+
+    def ignore_changes_of(self, type_: str, name: str) -> list[str]:
+        return self._ignore_changes.get((type_, name), [])
 
     def add_fake(self, type_: str, name: str, id_: str, state: dict[str, Any]) -> dict[str, Any]:
         """Register a resource the engine never saw (a child of a remote component) and return a reference to it."""
@@ -104,6 +110,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             self.recording.resources.append(Recorded(
                 type=args.typ, name=args.name, custom=bool(args.custom), inputs=args.inputs,
                 outputs=outputs, parent=parent, parent_type=parent_type, provider=args.provider or None,
+                ignore_changes=self.monitor.ignore_changes_of(args.typ, args.name) if self.monitor else [],
             ))
         return id_, outputs
 

@@ -145,6 +145,26 @@ INVALID = [
      "models.llama-405b-fp8.revision", "applies only to source: huggingface"),
     ("model-bad-checkpoint", "dev", "models.llama-8b.checkpoint", "not a repo", "models.llama-8b.checkpoint",
      "should match pattern"),
+    ("monitoring-more-replicas-than-system-nodes", "dev", "monitoring.replicas", 3, "monitoring.replicas",
+     "cluster.systemNodeGroup.minSize is 2; use at most 2"),
+    ("monitoring-bad-retention", "dev", "monitoring.retention", "3 days", "monitoring.retention",
+     "should match pattern"),
+    ("monitoring-tiny-volume", "dev", "monitoring.storageGib", 5, "monitoring.storageGib",
+     "greater than or equal to 10"),
+    ("monitoring-unknown-receiver", "prod", "monitoring.alerting.opsgenie", True, "monitoring.alerting.opsgenie",
+     "not a known key"),
+    ("monitoring-bad-slack-channel", "prod", "monitoring.alerting.slackChannel", "LLM alerts!",
+     "monitoring.alerting.slackChannel", "should match pattern"),
+    ("autoscaling-gpu-over-100", "dev", "models.llama-8b.autoscaling", {"gpuUtilizationPercent": 120},
+     "models.llama-8b.autoscaling.gpuUtilizationPercent", "less than or equal to 100"),
+    ("autoscaling-no-trigger", "dev", "models.llama-8b.autoscaling",
+     {"waitingRequestsPerReplica": None, "p99LatencySeconds": None, "gpuUtilizationPercent": None},
+     "models.llama-8b.autoscaling", "keep at least one of"),
+    ("autoscaling-hpa-period-too-long", "dev", "models.llama-8b.autoscaling",
+     {"scaleDown": {"stabilizationSeconds": 300, "pods": 1, "periodSeconds": 3600}},
+     "models.llama-8b.autoscaling.scaleDown.periodSeconds", "less than or equal to 1800"),
+    ("slo-negative-latency", "dev", "models.llama-8b.slo", {"p99LatencySeconds": -1},
+     "models.llama-8b.slo.p99LatencySeconds", "greater than 0"),
 ]
 
 
@@ -280,22 +300,45 @@ def test_tensor_parallelism_beyond_the_instance_is_rejected_per_instance_type():
     assert "g5.xlarge in pool 'general' has 1 GPUs" in problem.allowed
 
 
+PROD_SECRETS = {"huggingfaceToken", "grafanaAdminPassword", "pagerdutyRoutingKey", "slackWebhookUrl"}
+
+
 def test_hub_models_need_the_huggingface_token_before_anything_is_created():
     values = stack_values("prod")
     with pytest.raises(config.ConfigError) as raised:
-        config.parse("prod", raw(values), secrets_set=set())
+        config.parse("prod", raw(values), secrets_set=PROD_SECRETS - {"huggingfaceToken"})
     [problem] = raised.value.problems
     assert problem.key == "huggingfaceToken"
     # Only the Hub models are named: the registry ones need no token.
     assert "models llama-8b, llama-70b download from Hugging Face" in problem.allowed
     assert "pulumi config set --secret llm-platform:huggingfaceToken" in problem.allowed
-    assert config.parse("prod", raw(values), secrets_set={"huggingfaceToken"}).models
+    assert config.parse("prod", raw(values), secrets_set=PROD_SECRETS).models
 
 
 def test_registry_only_stacks_need_no_token():
     values = stack_values("dev")
     values = _set(values, "models.llama-8b.source", "registry")
-    assert config.parse("dev", raw(values), secrets_set=set()).models["llama-8b"].source == "registry"
+    cfg = config.parse("dev", raw(values), secrets_set={"grafanaAdminPassword"})
+    assert cfg.models["llama-8b"].source == "registry"
+
+
+def test_every_missing_secret_is_named_with_the_command_that_sets_it():
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse("prod", raw(stack_values("prod")), secrets_set=set())
+    problems = {p.key: p.allowed for p in raised.value.problems}
+    assert set(problems) == PROD_SECRETS
+    for key, allowed in problems.items():
+        assert f"pulumi config set --secret llm-platform:{key}" in allowed
+    assert "monitoring.alerting.pagerduty is on" in problems["pagerdutyRoutingKey"]
+    assert "monitoring.alerting.slack is on" in problems["slackWebhookUrl"]
+
+
+def test_receiver_secrets_are_needed_only_for_receivers_that_are_on():
+    values = _set(stack_values("prod"), "monitoring.alerting", {"pagerduty": False, "slack": False})
+    cfg = config.parse("prod", raw(values), secrets_set={"huggingfaceToken", "grafanaAdminPassword"})
+    assert not cfg.monitoring.alerting.pagerduty and not cfg.monitoring.alerting.slack
+    # dev has no receivers: Grafana's password (and the Hub token for its model) is all it needs.
+    assert config.parse("dev", raw(stack_values("dev")), secrets_set={"huggingfaceToken", "grafanaAdminPassword"})
 
 
 def test_the_token_is_a_known_secret_key_not_an_undeclared_one(tmp_path):

@@ -1,35 +1,53 @@
-"""Every rendered manifest of a Kubernetes core kind passes kubernetes-validate --strict for the stack's version."""
+"""Every rendered manifest validates: core kinds with kubernetes-validate --strict for the stack's Kubernetes version,
+custom resources against their upstream CRDs' schemas (tests/crd_schema.py), unknown fields rejected in both."""
 
 from __future__ import annotations
+
+import copy
 
 import kubernetes_validate
 import pytest
 
+from tests import crd_schema
 from tests.conftest import Rendered
 
-# Custom resources have no schema in kubernetes-validate; their specs are asserted field by field in
-# test_program.py and test_gpu_node_pool.py. Any other kind without a schema raises SchemaNotFoundError here.
-CUSTOM_KINDS = {("karpenter.sh/v1", "NodePool"), ("karpenter.k8s.aws/v1", "EC2NodeClass")}
+CUSTOM_KINDS = {"NodePool", "EC2NodeClass", "ScaledObject", "PodMonitor", "ServiceMonitor", "PrometheusRule",
+                "AlertmanagerConfig"}
 
 
 def _version(stack: Rendered) -> str:
     return stack.of_type("eks:index:Cluster")[0]["inputs"]["version"]
 
 
+def _is_custom(manifest: dict) -> bool:
+    return (manifest["apiVersion"], manifest["kind"]) in crd_schema.known_kinds()
+
+
 def test_manifests_were_rendered(stack: Rendered):
-    assert {m["kind"] for m in stack.manifests} >= {"StorageClass", "NodePool", "EC2NodeClass"}
+    assert {m["kind"] for m in stack.manifests} >= {"StorageClass", *CUSTOM_KINDS}
 
 
 def test_core_manifests_validate_strictly(stack: Rendered):
     version = f"{_version(stack)}.0"
     checked = set()
     for manifest in stack.manifests:
-        if (manifest["apiVersion"], manifest["kind"]) in CUSTOM_KINDS:
+        if _is_custom(manifest):
             continue
         kubernetes_validate.validate(manifest, version, strict=True)
         checked.add(manifest["kind"])
     assert checked >= {"StorageClass", "Namespace", "ServiceAccount", "Secret", "Deployment", "Service",
-                       "PodDisruptionBudget"}
+                       "PodDisruptionBudget", "ConfigMap"}
+
+
+def test_custom_resources_validate_against_their_crds(stack: Rendered):
+    checked = set()
+    failures = []
+    for manifest in stack.manifests:
+        if manifest["kind"] in CUSTOM_KINDS:
+            failures += crd_schema.problems(manifest)
+            checked.add(manifest["kind"])
+    assert not failures, "\n".join(failures)
+    assert checked == CUSTOM_KINDS
 
 
 def test_strict_validation_catches_a_misplaced_deployment_field(stack: Rendered):
@@ -47,3 +65,34 @@ def test_strict_validation_catches_an_unknown_field(stack: Rendered):
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(storage_class, f"{_version(stack)}.0", strict=True)
 
+
+def _broken(stack: Rendered, kind: str, change) -> list[str]:
+    manifest = copy.deepcopy(stack.kind(kind)[0])
+    change(manifest["spec"])
+    return crd_schema.problems(manifest)
+
+
+# (kind, what is broken, how, text the problem must contain)
+BROKEN = [
+    ("ScaledObject", "unknown field", lambda s: s.update(minReplicas=1), "'minReplicas' was unexpected"),
+    ("ScaledObject", "threshold as a number", lambda s: s["triggers"][0]["metadata"].update(threshold=10),
+     "10 is not of type 'string'"),
+    ("ScaledObject", "no scale target", lambda s: s.pop("scaleTargetRef"), "'scaleTargetRef' is a required property"),
+    ("PodMonitor", "misspelt endpoint field", lambda s: s["podMetricsEndpoints"][0].update(relabellings=[]),
+     "'relabellings' was unexpected"),
+    ("PrometheusRule", "bad duration", lambda s: s["groups"][2]["rules"][0].update({"for": "5 minutes"}),
+     "does not match"),
+    ("AlertmanagerConfig", "unknown match type",
+     lambda s: s["inhibitRules"][0]["sourceMatch"][0].update(matchType="=="), "'==' is not one of"),
+    ("NodePool", "v1beta1 consolidation policy",
+     lambda s: s["disruption"].update(consolidationPolicy="WhenUnderutilized"), "is not one of"),
+    ("EC2NodeClass", "IMDS hop limit as text",
+     lambda s: s["metadataOptions"].update(httpPutResponseHopLimit="1"), "is not of type 'integer'"),
+]
+
+
+@pytest.mark.parametrize(("kind", "how", "text"), [(k, how, t) for k, _, how, t in BROKEN],
+                         ids=[f"{k}-{what}" for k, what, _, _ in BROKEN])
+def test_crd_validation_catches_a_broken_custom_resource(prod: Rendered, kind, how, text):
+    problems = _broken(prod, kind, how)
+    assert any(text in p for p in problems), problems

@@ -218,7 +218,7 @@ def test_probes_hit_health_on_the_served_port(stack: Rendered):
 def test_every_server_has_a_service_a_pdb_and_the_token_secret(stack: Rendered):
     services = {s["metadata"]["name"]: s for s in stack.kind("Service")}
     pdbs = {p["metadata"]["name"]: p for p in stack.kind("PodDisruptionBudget")}
-    [secret] = stack.kind("Secret")
+    [secret] = [s for s in stack.kind("Secret") if s["metadata"]["name"] == "huggingface-token"]
     for d in _deployments(stack):
         name, pod = d["metadata"]["name"], d["spec"]["template"]
         pod_labels = pod["metadata"]["labels"]
@@ -256,7 +256,7 @@ def test_no_secret_value_reaches_any_file_the_plan_writes(stack: Rendered):
     for path in stack.out.rglob("*"):
         if path.is_file():
             assert SECRET_PLACEHOLDER not in path.read_text(), path
-    [secret] = stack.kind("Secret")
+    [secret] = [s for s in stack.kind("Secret") if s["metadata"]["name"] == "huggingface-token"]
     assert secret["stringData"] == {"token": "[secret]"}
 
 

@@ -1,0 +1,126 @@
+"""Grafana dashboards as code: plain dashboard JSON (Grafana 12's model, the version the pinned
+kube-prometheus-stack ships), provisioned by Grafana's sidecar from ConfigMaps.
+
+Every panel plots recorded series from `components/signals.py`, never raw exporter metrics, so a panel shows
+exactly what the alerts and the autoscaler see. Variables: data source, model, tier.
+"""
+
+from __future__ import annotations
+
+import json
+
+from components import signals
+
+DASHBOARD_LABEL = {"grafana_dashboard": "1"}
+FOLDER_ANNOTATION = "grafana_folder"
+FOLDER = "LLM platform"
+SELECTOR = '{model=~"$model", tier=~"$tier"}'
+PANEL_WIDTH, PANEL_HEIGHT = 12, 8
+
+
+def _target(expr: str, legend: str, ref: str) -> dict:
+    return {"datasource": {"type": "prometheus", "uid": "${datasource}"}, "expr": expr, "legendFormat": legend,
+            "refId": ref}
+
+
+def _panel(index: int, title: str, unit: str, targets: list[tuple[str, str]], description: str) -> dict:
+    return {
+        "id": index + 1,
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"h": PANEL_HEIGHT, "w": PANEL_WIDTH, "x": (index % 2) * PANEL_WIDTH, "y": (index // 2) * PANEL_HEIGHT},
+        "fieldConfig": {"defaults": {"unit": unit, "min": 0}, "overrides": [{
+            # Thresholds from the stack config (SLO, min, max) are drawn dashed.
+            "matcher": {"id": "byRegexp", "options": ".*(SLO|min|max)$"},
+            "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}],
+        }]},
+        "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "max"]},
+                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "targets": [_target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(targets)],
+    }
+
+
+def _series(name: str) -> str:
+    return name + SELECTOR
+
+
+# (title, unit, [(expression, legend)], description)
+PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
+    ("Requests per second", "reqps", [(_series(signals.REQUESTS), "{{model}}")],
+     "Finished requests per second, over 5 minutes."),
+    ("End-to-end latency and SLO", "s", [
+        *[(_series(signals.LATENCY[q]), f"{{{{model}}}} p{q}") for q in (99, 95, 50)],
+        (_series(signals.SLO_P99_LATENCY), "{{model}} p99 SLO"),
+    ], "Request latency quantiles over 5 minutes; the dashed SLO line is the model's slo.p99LatencySeconds."),
+    ("Generated tokens per second", "short", [(_series(signals.TOKENS), "{{model}}")],
+     "Output tokens per second across all of a model's servers."),
+    ("GPU utilisation", "percent", [(_series(signals.GPU_UTIL), "{{model}}")],
+     "DCGM GPU utilisation averaged over the model's GPUs; the autoscaler's default target is 70%."),
+    ("Pending and running requests", "short", [
+        (_series(signals.WAITING), "{{model}} waiting"), (_series(signals.RUNNING), "{{model}} running"),
+    ], "Requests queued in the engines, and requests being generated."),
+    ("Time to first token (p99)", "s", [(_series(signals.TTFT_P99), "{{model}}")],
+     "vLLM only: TGI exports no time-to-first-token metric."),
+    ("Inter-token latency (p99)", "s", [(_series(signals.ITL_P99), "{{model}}")],
+     "Time between streamed tokens (TGI: mean time per token of each request)."),
+    ("KV cache usage and preemptions", "percentunit", [
+        (_series(signals.KV_CACHE), "{{model}} KV cache (fullest server)"),
+        (_series(signals.PREEMPTIONS), "{{model}} preemptions/s"),
+    ], "vLLM only. Above 90% with preemptions, requests are recomputed and latency climbs."),
+    ("Errors and client aborts", "percentunit", [
+        (_series(signals.ERROR_RATIO), "{{model}} server errors"),
+        (f"{_series(signals.ABORTS)} / {_series(signals.REQUESTS)}", "{{model}} client aborts"),
+    ], "Share of requests failing on the server, and share the client abandoned."),
+    ("Ready servers against min and max", "short", [
+        (_series(signals.READY), "{{model}} ready"),
+        (_series(signals.REPLICAS_MIN), "{{model}} min"),
+        (_series(signals.REPLICAS_MAX), "{{model}} max"),
+    ], "Available replicas of each model's Deployment, between the autoscaler's bounds."),
+    ("GPU cost per hour", "currencyUSD", [
+        (_series(signals.GPU_COST), "{{model}}"),
+        (f"sum({_series(signals.GPU_COST)})", "total"),
+    ], "Each server's share of its node's hourly price (Karpenter's estimate: spot prices follow the market)."),
+    ("GPU memory used", "bytes", [(_series(signals.GPU_MEMORY), "{{model}}")],
+     "Framebuffer memory per GPU, averaged over the model's GPUs (vLLM reserves most of it up front)."),
+]
+
+
+def _variable(name: str, label: str, query: str) -> dict:
+    return {
+        "name": name, "label": label, "type": "query",
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "definition": query, "query": {"query": query, "refId": f"{name}-values"},
+        "includeAll": True, "allValue": ".*", "multi": True, "refresh": 2, "sort": 1,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+    }
+
+
+def models_dashboard() -> dict:
+    return {
+        "uid": "llm-platform-models",
+        "title": "LLM platform: models",
+        "tags": ["llm-platform"],
+        "timezone": "utc",
+        "schemaVersion": 41,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "editable": False,
+        "templating": {"list": [
+            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+             "current": {"text": "Prometheus", "value": "prometheus"}},
+            _variable("model", "Model", f"label_values({signals.MODEL_INFO}, model)"),
+            _variable("tier", "Tier", f"label_values({signals.MODEL_INFO}, tier)"),
+        ]},
+        "panels": [_panel(i, *panel) for i, panel in enumerate(PANELS)],
+    }
+
+
+def dashboards() -> dict[str, dict]:
+    """ConfigMap data key (the file name Grafana's sidecar writes) -> dashboard."""
+    return {"llm-platform-models.json": models_dashboard()}
+
+
+def configmap_data() -> dict[str, str]:
+    return {name: json.dumps(board, indent=1, sort_keys=True) for name, board in dashboards().items()}

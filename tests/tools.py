@@ -1,0 +1,22 @@
+"""Binaries the tests run: promtool and prometheus from Debian's prometheus package, which `make tools` unpacks
+into build/tools (no service installed or started). `make test` sets LLM_PLATFORM_TOOLS, and then a missing tool
+fails the test instead of skipping it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tool(name: str) -> Path:
+    required = os.environ.get("LLM_PLATFORM_TOOLS")
+    path = Path(required or ROOT / "build" / "tools" / "usr" / "bin") / name
+    if path.is_file():
+        return path.resolve()
+    if required:
+        pytest.fail(f"{path} does not exist: `make tools` unpacks it from Debian's prometheus package")
+    pytest.skip(f"{name} not unpacked: run `make tools` (make test does)")
