@@ -55,9 +55,9 @@ def _anti_affinity(replicas: int) -> str:
 def prometheus_stack_values(m: Monitoring) -> dict:
     """kube-prometheus-stack, sized for the system nodes (m7i.large in dev, m7i.xlarge in prod): Prometheus holds a
     few hundred thousand series here (kubelet/cAdvisor, node-exporter, kube-state-metrics, vLLM histograms, DCGM)."""
+    [(dashboard_label, dashboard_value)] = dashboards.DASHBOARD_LABEL.items()
     # The chart's budget keeps one replica up (minAvailable 1) and lets unhealthy ones be evicted; with one
     # replica it would block every node drain, so it exists only with two or more.
-    [(dashboard_label, dashboard_value)] = dashboards.DASHBOARD_LABEL.items()
     pdb = {"enabled": m.replicas > 1}
     return {
         "fullnameOverride": RELEASE,
@@ -356,22 +356,19 @@ class MonitoringStack(pulumi.ComponentResource):
         helm.release(f"{name}-dcgm-exporter", versions.DCGM_EXPORTER, release_name="dcgm-exporter",
                      namespace=NAMESPACE, values=dcgm_values(), opts=after_crds)
 
-        def custom(part: str, api_version: str, kind: str, object_name: str, object_namespace: str,
-                   spec: dict) -> k8s.apiextensions.CustomResource:
+        def custom(part: str, kind: str, object_name: str, spec: dict,
+                   api_version: str = "monitoring.coreos.com/v1") -> k8s.apiextensions.CustomResource:
             return k8s.apiextensions.CustomResource(
                 f"{name}-{part}", api_version=api_version, kind=kind,
-                metadata={"name": object_name, "namespace": object_namespace, "labels": PLATFORM_LABELS},
+                metadata={"name": object_name, "namespace": NAMESPACE, "labels": PLATFORM_LABELS},
                 spec=spec, opts=after_crds)
 
-        monitoring_v1 = "monitoring.coreos.com/v1"
-        custom("model-servers", monitoring_v1, "PodMonitor", "model-servers", NAMESPACE,
-               model_server_pod_monitor_spec())
-        custom("karpenter", monitoring_v1, "ServiceMonitor", "karpenter", NAMESPACE, karpenter_service_monitor_spec())
-        custom("keda", monitoring_v1, "PodMonitor", "keda-operator", NAMESPACE, keda_pod_monitor_spec())
-        custom("rules", monitoring_v1, "PrometheusRule", "llm-platform", NAMESPACE,
-               {"groups": signals.prometheus_rule_groups(args.cfg)})
-        custom("alertmanager-config", "monitoring.coreos.com/v1alpha1", "AlertmanagerConfig", ALERTMANAGER_CONFIG,
-               NAMESPACE, alertmanager_config_spec(m.alerting))
+        custom("model-servers", "PodMonitor", "model-servers", model_server_pod_monitor_spec())
+        custom("karpenter", "ServiceMonitor", "karpenter", karpenter_service_monitor_spec())
+        custom("keda", "PodMonitor", "keda-operator", keda_pod_monitor_spec())
+        custom("rules", "PrometheusRule", "llm-platform", {"groups": signals.prometheus_rule_groups(args.cfg)})
+        custom("alertmanager-config", "AlertmanagerConfig", ALERTMANAGER_CONFIG, alertmanager_config_spec(m.alerting),
+               api_version="monitoring.coreos.com/v1alpha1")
         k8s.core.v1.ConfigMap(
             f"{name}-dashboards",
             metadata={"name": "llm-platform-dashboards", "namespace": NAMESPACE,
