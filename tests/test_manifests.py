@@ -1,5 +1,6 @@
 """Every rendered manifest validates: core kinds with kubernetes-validate --strict for the stack's Kubernetes version,
-custom resources against their upstream CRDs' schemas (tests/crd_schema.py), unknown fields rejected in both."""
+custom resources against their upstream CRDs' schemas and CEL rules (tests/crd_schema.py), unknown fields rejected
+in both."""
 
 from __future__ import annotations
 
@@ -88,6 +89,22 @@ BROKEN = [
      lambda s: s["disruption"].update(consolidationPolicy="WhenUnderutilized"), "is not one of"),
     ("EC2NodeClass", "IMDS hop limit as text",
      lambda s: s["metadataOptions"].update(httpPutResponseHopLimit="1"), "is not of type 'integer'"),
+    # Karpenter's CEL rules, evaluated as the API server would.
+    ("NodePool", "hostname requirement",
+     lambda s: s["template"]["spec"]["requirements"].append(
+         {"key": "kubernetes.io/hostname", "operator": "In", "values": ["ip-10-0-0-1"]}),
+     'label "kubernetes.io/hostname" is restricted'),
+    ("NodePool", "label in Karpenter's domain",
+     lambda s: s["template"]["metadata"]["labels"].update({"karpenter.sh/team": "ml"}),
+     'label domain "karpenter.sh" is restricted'),
+    ("NodePool", "In without values",
+     lambda s: s["template"]["spec"]["requirements"].append(
+         {"key": "topology.kubernetes.io/zone", "operator": "In", "values": []}), "CEL:"),
+    ("EC2NodeClass", "unknown AMI family", lambda s: s.update(amiSelectorTerms=[{"alias": "ubuntu@latest"}]),
+     "family is not supported"),
+    ("EC2NodeClass", "alias with an AMI id",
+     lambda s: s.update(amiSelectorTerms=[{"alias": "al2023@latest"}, {"id": "ami-0123456789abcdef0"}]),
+     "'alias' is mutually exclusive"),
 ]
 
 
