@@ -1,5 +1,7 @@
-"""Grafana dashboards as code: plain dashboard JSON (Grafana 12's model, the version the pinned
-kube-prometheus-stack ships), provisioned by Grafana's sidecar from ConfigMaps.
+"""Grafana dashboards as code: Grafana's classic dashboard JSON (schemaVersion 41), provisioned by Grafana's sidecar
+from ConfigMaps. The pinned kube-prometheus-stack 88.5.3 ships Grafana 13.2 (grafana chart 12.11.1), which loads
+and migrates this model. No dashboard library: grafanalib's last release is 0.7.1 (January 2024), and the Grafana
+Foundation SDK on PyPI stops at Grafana 11.6.
 
 Every panel plots recorded series from `components/signals.py`, never raw exporter metrics, so a panel shows
 exactly what the alerts and the autoscaler see. Variables: data source, model, tier.

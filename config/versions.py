@@ -35,8 +35,9 @@ NVIDIA_DEVICE_PLUGIN = Chart(
 
 # Prometheus Operator, Prometheus, Alertmanager, Grafana, kube-state-metrics and node-exporter. 88.5.3 ships
 # prometheus-operator v0.93.1, kube-state-metrics chart 8.4.0 (app 2.20.0) and grafana chart 12.11.1 from
-# grafana-community. Its CRDs come from prometheus-operator-crds at the same operator version, a chart whose CRDs are
-# templates, so `helm upgrade` upgrades them (Helm never upgrades a chart's crds/ folder); bump both together.
+# grafana-community (Grafana 13.2.0). Its CRDs come from prometheus-operator-crds at the same operator version, a
+# chart whose CRDs are templates, so `helm upgrade` upgrades them (Helm never upgrades a chart's crds/ folder); bump
+# both together.
 # Source: github.com/prometheus-community/helm-charts, tags kube-prometheus-stack-88.5.3 and
 # prometheus-operator-crds-31.0.1 (both appVersion v0.93.1).
 KUBE_PROMETHEUS_STACK = Chart(
