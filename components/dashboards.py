@@ -13,7 +13,8 @@ import json
 
 from components import signals
 
-DASHBOARD_LABEL = {"grafana_dashboard": "1"}
+LABEL, LABEL_VALUE = "grafana_dashboard", "1"
+"""The label Grafana's sidecar loads dashboard ConfigMaps by."""
 FOLDER_ANNOTATION = "grafana_folder"
 FOLDER = "LLM platform"
 SELECTOR = '{model=~"$model", tier=~"$tier"}'

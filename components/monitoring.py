@@ -21,6 +21,7 @@ from components.keda_scaler import NAMESPACE as KEDA_NAMESPACE
 from components.keda_scaler import OPERATOR as KEDA_OPERATOR
 from components.labels import PLATFORM_LABELS
 from components.model_server import NAMESPACE as INFERENCE_NAMESPACE
+from components.secret import opaque_secret
 from config import StackConfig, versions
 from config.instances import INSTANCE_FAMILIES
 from config.schema import Alerting, Monitoring
@@ -34,6 +35,8 @@ GRAFANA_SECRET = "grafana-admin"
 RECEIVERS_SECRET = "alertmanager-receivers"
 PAGERDUTY_KEY = "pagerduty-routing-key"
 SLACK_KEY = "slack-webhook-url"
+RECEIVER_SECRET_KEYS = {"pagerdutyRoutingKey": PAGERDUTY_KEY, "slackWebhookUrl": SLACK_KEY}
+"""Secret config key -> its key in the receivers Secret."""
 ALERTMANAGER_CONFIG = "llm-platform"
 SCRAPE_INTERVAL = "15s"
 """Also the rule evaluation interval: the autoscaler reads recorded series, so this bounds how stale they are."""
@@ -55,7 +58,6 @@ def _anti_affinity(replicas: int) -> str:
 def prometheus_stack_values(m: Monitoring) -> dict:
     """kube-prometheus-stack, sized for the system nodes (m7i.large in dev, m7i.xlarge in prod): Prometheus holds a
     few hundred thousand series here (kubelet/cAdvisor, node-exporter, kube-state-metrics, vLLM histograms, DCGM)."""
-    [(dashboard_label, dashboard_value)] = dashboards.DASHBOARD_LABEL.items()
     # The chart's budget keeps one replica up (minAvailable 1) and lets unhealthy ones be evicted; with one
     # replica it would block every node drain, so it exists only with two or more.
     pdb = {"enabled": m.replicas > 1}
@@ -125,7 +127,7 @@ def prometheus_stack_values(m: Monitoring) -> dict:
             "resources": _resources("100m", "256Mi", "512Mi"),
             "sidecar": {
                 "resources": _resources("50m", "64Mi", "256Mi"),
-                "dashboards": {"enabled": True, "label": dashboard_label, "labelValue": dashboard_value,
+                "dashboards": {"enabled": True, "label": dashboards.LABEL, "labelValue": dashboards.LABEL_VALUE,
                                "searchNamespace": NAMESPACE,
                                "folderAnnotation": dashboards.FOLDER_ANNOTATION,
                                "provider": {"foldersFromFilesStructure": True, "allowUiUpdates": False}},
@@ -244,16 +246,6 @@ def _match(name: str, value: str, regex: bool = False) -> dict:
     return {"name": name, "value": value, "matchType": "=~" if regex else "="}
 
 
-def receiver_secret_keys(alerting: Alerting) -> dict[str, str]:
-    """Secret config key -> key in the receivers Secret, for the receivers this stack turns on."""
-    keys = {}
-    if alerting.pagerduty:
-        keys["pagerdutyRoutingKey"] = PAGERDUTY_KEY
-    if alerting.slack:
-        keys["slackWebhookUrl"] = SLACK_KEY
-    return keys
-
-
 def alertmanager_config_spec(alerting: Alerting) -> dict:
     """The whole routing tree. `critical` pages PagerDuty, `warning` (and `critical`, for the record) goes to
     Slack. Alerts about a model are grouped by model, so one notification carries everything wrong with it; a
@@ -306,7 +298,7 @@ class MonitoringStackArgs:
     cfg: StackConfig
     grafana_admin_password: pulumi.Input[str]
     receiver_secrets: dict[str, pulumi.Input[str]]
-    """Secret config key -> value, for the receivers `monitoring.alerting` turns on (see receiver_secret_keys)."""
+    """Secret config key -> value, for the receivers `monitoring.alerting` turns on (its `secret_keys`)."""
     depends_on: list[pulumi.Resource]
     """The system nodes and the gp3 StorageClass the volumes use."""
 
@@ -325,21 +317,13 @@ class MonitoringStack(pulumi.ComponentResource):
             **PLATFORM_LABELS, "pod-security.kubernetes.io/enforce": "privileged",
             "pod-security.kubernetes.io/warn": "baseline"}}, opts=child)
         in_namespace = pulumi.ResourceOptions(parent=self, depends_on=[namespace])
-        secrets = [k8s.core.v1.Secret(
-            f"{name}-grafana-admin",
-            metadata={"name": GRAFANA_SECRET, "namespace": NAMESPACE, "labels": PLATFORM_LABELS},
-            type="Opaque",
-            string_data={"admin-user": "admin", "admin-password": pulumi.Output.secret(args.grafana_admin_password)},
-            opts=in_namespace,
-        )]
-        receiver_keys = receiver_secret_keys(m.alerting)
-        if receiver_keys:
-            secrets.append(k8s.core.v1.Secret(
-                f"{name}-alertmanager-receivers",
-                metadata={"name": RECEIVERS_SECRET, "namespace": NAMESPACE, "labels": PLATFORM_LABELS},
-                type="Opaque",
-                string_data={secret_key: pulumi.Output.secret(args.receiver_secrets[config_key])
-                             for config_key, secret_key in receiver_keys.items()},
+        secrets = [opaque_secret(f"{name}-grafana-admin", name=GRAFANA_SECRET, namespace=NAMESPACE,
+                                 data={"admin-user": "admin", "admin-password": args.grafana_admin_password},
+                                 opts=in_namespace)]
+        if m.alerting.secret_keys:
+            secrets.append(opaque_secret(
+                f"{name}-alertmanager-receivers", name=RECEIVERS_SECRET, namespace=NAMESPACE,
+                data={RECEIVER_SECRET_KEYS[key]: args.receiver_secrets[key] for key in m.alerting.secret_keys},
                 opts=in_namespace,
             ))
 
@@ -372,7 +356,7 @@ class MonitoringStack(pulumi.ComponentResource):
         k8s.core.v1.ConfigMap(
             f"{name}-dashboards",
             metadata={"name": "llm-platform-dashboards", "namespace": NAMESPACE,
-                      "labels": {**PLATFORM_LABELS, **dashboards.DASHBOARD_LABEL},
+                      "labels": {**PLATFORM_LABELS, dashboards.LABEL: dashboards.LABEL_VALUE},
                       "annotations": {dashboards.FOLDER_ANNOTATION: dashboards.FOLDER}},
             data=dashboards.configmap_data(),
             opts=in_namespace,

@@ -13,8 +13,9 @@ from components.keda_scaler import Keda, KedaScaler, KedaScalerArgs
 from components.labels import PLATFORM_LABELS
 from components.model_registry import ModelRegistry, ModelRegistryArgs
 from components.model_server import NAMESPACE, TOKEN_SECRET, TOKEN_SECRET_KEY, ModelServer, ModelServerArgs
-from components.monitoring import MonitoringStack, MonitoringStackArgs, receiver_secret_keys
+from components.monitoring import MonitoringStack, MonitoringStackArgs
 from components.nvidia_device_plugin import NvidiaDevicePlugin
+from components.secret import opaque_secret
 from components.tgi_service import TgiService
 from components.vllm_service import VllmService
 from config import StackConfig
@@ -93,11 +94,9 @@ class Platform(pulumi.ComponentResource):
                                 *self.gpu_pools.values()]
         huggingface_token = secrets.get("huggingfaceToken")
         if huggingface_token is not None:
-            server_prerequisites.append(k8s.core.v1.Secret(
-                f"{name}-huggingface-token",
-                metadata={"name": TOKEN_SECRET, "namespace": NAMESPACE, "labels": PLATFORM_LABELS},
-                type="Opaque",
-                string_data={TOKEN_SECRET_KEY: pulumi.Output.secret(huggingface_token)},
+            server_prerequisites.append(opaque_secret(
+                f"{name}-huggingface-token", name=TOKEN_SECRET, namespace=NAMESPACE,
+                data={TOKEN_SECRET_KEY: huggingface_token},
                 opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace])),
             ))
         self.model_servers = {
@@ -117,7 +116,7 @@ class Platform(pulumi.ComponentResource):
         self.monitoring = MonitoringStack(f"{name}-monitoring", MonitoringStackArgs(
             cfg=cfg,
             grafana_admin_password=secrets["grafanaAdminPassword"],
-            receiver_secrets={key: secrets[key] for key in receiver_secret_keys(cfg.monitoring.alerting)},
+            receiver_secrets={key: secrets[key] for key in cfg.monitoring.alerting.secret_keys},
             depends_on=[self.cluster.system_nodes, self.cluster.storage_class],
         ), on_cluster)
         keda = Keda(f"{name}-keda", controller_replicas(cfg.cluster.system_node_group.min_size),

@@ -25,6 +25,14 @@ def check(cfg: StackConfig) -> list[Problem]:
             *_check_monitoring(cfg)]
 
 
+# Each alert receiver's secret: why a stack needs it, and an example value.
+RECEIVER_SECRETS = {
+    "pagerdutyRoutingKey": ("monitoring.alerting.pagerduty is on (an Events API v2 routing key)", "<routing key>"),
+    "slackWebhookUrl": ("monitoring.alerting.slack is on (a Slack incoming-webhook URL)",
+                        "https://hooks.slack.com/services/..."),
+}
+
+
 def required_secrets(cfg: StackConfig) -> dict[str, str]:
     """The secret keys this stack needs, each with why and an example value for `pulumi config set --secret`."""
     required = {"grafanaAdminPassword": ("Grafana's admin login is created from it", "<a long random password>")}
@@ -33,12 +41,7 @@ def required_secrets(cfg: StackConfig) -> dict[str, str]:
         required["huggingfaceToken"] = (
             f"models {', '.join(from_hub)} download from Hugging Face (gated repositories need an account that "
             "accepted their license); or use source: registry", "hf_...")
-    if cfg.monitoring.alerting.pagerduty:
-        required["pagerdutyRoutingKey"] = ("monitoring.alerting.pagerduty is on (an Events API v2 routing key)",
-                                           "<routing key>")
-    if cfg.monitoring.alerting.slack:
-        required["slackWebhookUrl"] = ("monitoring.alerting.slack is on (a Slack incoming-webhook URL)",
-                                       "https://hooks.slack.com/services/...")
+    required |= {key: RECEIVER_SECRETS[key] for key in cfg.monitoring.alerting.secret_keys}
     return {key: f"is required because {why}; set it with `pulumi config set --secret llm-platform:{key} {example}`"
             for key, (why, example) in required.items()}
 
@@ -140,6 +143,11 @@ def _check_models(cfg: StackConfig) -> list[Problem]:
             problems.append(Problem(path, key, "model keys must be DNS labels: lowercase letters, digits and '-', at most 32 characters"))
         if m.min_replicas > m.max_replicas:
             problems.append(Problem(f"{path}.minReplicas", m.min_replicas, f"must not exceed maxReplicas ({m.max_replicas})"))
+        triggers = m.autoscaling
+        if (triggers.waiting_requests_per_replica, triggers.p99_latency_seconds,
+                triggers.gpu_utilization_percent) == (None, None, None):
+            problems.append(Problem(f"{path}.autoscaling", "all triggers null", "keep at least one of "
+                                    "waitingRequestsPerReplica, p99LatencySeconds, gpuUtilizationPercent"))
         if m.model not in MODELS:
             problems.append(Problem(f"{path}.model", m.model, f"allowed: {', '.join(MODELS)}"))
         if m.gpu_pool not in cfg.gpu_pools:
@@ -208,13 +216,6 @@ def _check_monitoring(cfg: StackConfig) -> list[Problem]:
         problems.append(Problem("monitoring.replicas", replicas,
                                 f"each replica needs its own system node and cluster.systemNodeGroup.minSize is "
                                 f"{nodes}; use at most {nodes} or raise minSize"))
-    for key, m in cfg.models.items():
-        scaling = m.autoscaling
-        if (scaling.waiting_requests_per_replica, scaling.p99_latency_seconds, scaling.gpu_utilization_percent) == (
-                None, None, None):
-            problems.append(Problem(f"models.{key}.autoscaling", "all triggers null",
-                                    "keep at least one of waitingRequestsPerReplica, p99LatencySeconds, "
-                                    "gpuUtilizationPercent"))
     return problems
 
 

@@ -274,6 +274,11 @@ class Alerting(_Model):
     slack_channel: Annotated[str, Field(pattern=SLACK_CHANNEL)] | None = None
     """Channel to post to instead of the webhook's own, e.g. `#llm-alerts`. Default: the webhook's channel."""
 
+    @property
+    def secret_keys(self) -> list[str]:
+        """The secret config keys the receivers that are on need."""
+        return [key for key, on in (("pagerdutyRoutingKey", self.pagerduty), ("slackWebhookUrl", self.slack)) if on]
+
 
 class Monitoring(_Model):
     """kube-prometheus-stack (Prometheus, Alertmanager, Grafana), the DCGM exporter, rules and dashboards."""

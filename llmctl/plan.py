@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 import config
+from components import dashboards
 from components.gpu_node_pool import POOL_LABEL
 from components.keda_scaler import scaled_object_spec
 from components.model_server import min_servers
@@ -83,9 +84,10 @@ def run(stack: str, project_dir: Path = PROJECT_DIR, secret_values: dict[str, st
     # each one were set, and say so in the summary for the ones this stack needs.
     missing = [key for key in required_secrets(cfg) if f"{config.PROJECT}:{key}" not in values]
     flat, secret_keys = stack_config_for_pulumi(values)
+    overrides = secret_values or {}
     for key in config.SECRET_KEYS:
-        if f"{config.PROJECT}:{key}" not in values or key in (secret_values or {}):
-            flat[f"{config.PROJECT}:{key}"] = (secret_values or {}).get(key, SECRET_PLACEHOLDER)
+        if f"{config.PROJECT}:{key}" not in values or key in overrides:
+            flat[f"{config.PROJECT}:{key}"] = overrides.get(key, SECRET_PLACEHOLDER)
             secret_keys.append(f"{config.PROJECT}:{key}")
     mocks = install(cfg.cluster.region, config.PROJECT, stack)
     pulumi.runtime.set_all_config(flat, secret_keys)
@@ -190,14 +192,14 @@ def _monitoring_lines(plan: Plan) -> list[str]:
     records = sorted({rule["record"] for g in groups for rule in g["rules"] if "record" in rule})
     monitors = sorted(f"{x['kind']} {x['metadata']['name']}" for x in plan.manifests()
                       if x["kind"] in ("PodMonitor", "ServiceMonitor"))
-    dashboards = [x for x in plan.manifests() if x["kind"] == "ConfigMap"
-                  and x["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    boards = [x for x in plan.manifests() if x["kind"] == "ConfigMap"
+                  and x["metadata"].get("labels", {}).get(dashboards.LABEL) == dashboards.LABEL_VALUE]
     lines = ["Monitoring (namespace monitoring):",
              f"  Prometheus x{m.replicas}, retention {m.retention}, {m.storage_gib} GiB gp3 each; "
              f"Alertmanager x{m.replicas}; Grafana (ClusterIP)",
              f"  {len(records)} recorded series, {len(alerts)} alerts: {', '.join(alerts)}",
              f"  monitors: {', '.join(monitors)}",
-             f"  dashboards: {', '.join(name for d in dashboards for name in sorted(d.get('data', {})))}"]
+             f"  dashboards: {', '.join(name for d in boards for name in sorted(d.get('data', {})))}"]
     routes = []
     if m.alerting.pagerduty:
         routes.append("critical -> PagerDuty")
