@@ -22,3 +22,5 @@ pulumi.export("gpuNodePools", {key: pool.node_pool_names for key, pool in platfo
 pulumi.export("modelRegistryBucket", platform.registry.bucket.bucket)
 pulumi.export("modelEndpoints", {key: server.endpoint for key, server in platform.model_servers.items()})
 pulumi.export("prometheusUrl", platform.monitoring.prometheus_url)
+pulumi.export("gatewayUrl", platform.edge.url or platform.gateway.url)
+pulumi.export("redisEndpoint", platform.redis.endpoint)

@@ -22,6 +22,10 @@ CLUSTER_ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterA
 ADDONS_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
 ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver")
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
+# The VPC CNI enforces Kubernetes NetworkPolicies only with its network policy agent on; the serving namespace's
+# policies (components/network_policy.py) depend on it. Traffic from a pod's own node (kubelet probes) stays allowed.
+# Source: docs.aws.amazon.com/eks/latest/userguide/cni-network-policy-configure.html, checked 2026-11-24.
+ADDON_CONFIGURATION = {"vpc-cni": {"enableNetworkPolicy": "true"}}
 
 
 @dataclass(frozen=True)
@@ -295,6 +299,7 @@ class EksCluster(pulumi.ComponentResource):
             cluster_name=self.cluster_name,
             addon_name=addon,
             addon_version=cfg.addon_versions.get(addon),
+            configuration_values=json.dumps(ADDON_CONFIGURATION[addon]) if addon in ADDON_CONFIGURATION else None,
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             pod_identity_associations=associations,

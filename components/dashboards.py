@@ -89,6 +89,19 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
      "Framebuffer memory per GPU, averaged over the model's GPUs (vLLM reserves most of it up front)."),
 ]
 
+# The gateway's own view: what clients asked for (a model key, a tier or `auto`) and what they got back. Its own
+# dashboard: the gateway's labels are the requested name and the key, not the model/tier the models board filters on.
+GATEWAY_PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
+    ("Gateway requests by name and status", "reqps", [
+        (f"sum by (requested_model, status_code) (rate({signals.GATEWAY_REQUESTS}[5m]))",
+         "{{requested_model}} {{status_code}}")],
+     "Requests per second at the gateway by the model name the client asked for; 401/403/429 are refused by keys "
+     "and limits, 503 means no server was ready (a model waking from zero)."),
+    ("Gateway spend per key (USD per hour)", "currencyUSD", [
+        ("sum by (api_key_alias) (increase(litellm_spend_metric_total[1h]))", "{{api_key_alias}}")],
+     "What each API key was charged over the last hour, from models.<key>.costPer1kTokens."),
+]
+
 
 def _variable(name: str, label: str, query: str) -> dict:
     return {
@@ -102,27 +115,39 @@ def _variable(name: str, label: str, query: str) -> dict:
 
 def models_dashboard() -> dict:
     return {
-        "uid": "llm-platform-models",
-        "title": "LLM platform: models",
-        "tags": ["llm-platform"],
-        "timezone": "utc",
-        "schemaVersion": 41,
-        "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"},
-        "editable": False,
+        **_board("llm-platform-models", "LLM platform: models", PANELS),
         "templating": {"list": [
             {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
              "current": {"text": "Prometheus", "value": "prometheus"}},
             _variable("model", "Model", f"label_values({signals.MODEL_INFO}, model)"),
             _variable("tier", "Tier", f"label_values({signals.MODEL_INFO}, tier)"),
         ]},
-        "panels": [_panel(i, *panel) for i, panel in enumerate(PANELS)],
+    }
+
+
+def gateway_dashboard() -> dict:
+    return {**_board("llm-platform-gateway", "LLM platform: gateway", GATEWAY_PANELS), "templating": {"list": [
+        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+         "current": {"text": "Prometheus", "value": "prometheus"}}]}}
+
+
+def _board(uid: str, title: str, panels: list) -> dict:
+    return {
+        "uid": uid,
+        "title": title,
+        "tags": ["llm-platform"],
+        "timezone": "utc",
+        "schemaVersion": 41,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "editable": False,
+        "panels": [_panel(i, *panel) for i, panel in enumerate(panels)],
     }
 
 
 def dashboards() -> dict[str, dict]:
     """ConfigMap data key (the file name Grafana's sidecar writes) -> dashboard."""
-    return {"llm-platform-models.json": models_dashboard()}
+    return {"llm-platform-models.json": models_dashboard(), "llm-platform-gateway.json": gateway_dashboard()}
 
 
 def configmap_data() -> dict[str, str]:

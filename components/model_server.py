@@ -187,10 +187,9 @@ def pod_spec(args: ModelServerArgs, container: dict, init_containers: list[dict]
 
 
 def min_servers(m: ModelDeployment) -> int:
-    """The fewest servers a model runs: its minReplicas, except that scaling from zero needs a signal that exists
-    while no server runs (the gateway's request counter, which does not exist yet), so minReplicas 0 keeps one.
-    New Deployments start with this many; the autoscaler's minimum is the same."""
-    return max(m.min_replicas, 1)
+    """The fewest servers a model runs: its minReplicas. At 0, the gateway's request counter wakes it (KEDA
+    activation, components/signals.py). New Deployments start with this many; the autoscaler's minimum is the same."""
+    return m.min_replicas
 
 
 # Once the Deployment exists, KEDA's HPA writes spec.replicas through the scale subresource. With server-side apply,

@@ -6,8 +6,12 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components import network_policy
 from components.cluster import EksCluster, EksClusterArgs
+from components.gateway import NAMESPACE as GATEWAY_NAMESPACE
+from components.gateway import GatewayArgs, GatewayService
 from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
+from components.ingress import Edge, EdgeArgs
 from components.karpenter import Karpenter, KarpenterArgs
 from components.keda_scaler import Keda, KedaScaler, KedaScalerArgs
 from components.labels import PLATFORM_LABELS
@@ -15,6 +19,7 @@ from components.model_registry import ModelRegistry, ModelRegistryArgs
 from components.model_server import NAMESPACE, TOKEN_SECRET, TOKEN_SECRET_KEY, ModelServer, ModelServerArgs
 from components.monitoring import MonitoringStack, MonitoringStackArgs
 from components.nvidia_device_plugin import NvidiaDevicePlugin
+from components.redis_cache import RedisCache, RedisCacheArgs
 from components.secret import opaque_secret
 from components.tgi_service import TgiService
 from components.vllm_service import VllmService
@@ -35,6 +40,9 @@ class Platform(pulumi.ComponentResource):
     model_servers: dict[str, ModelServer]
     monitoring: MonitoringStack
     scalers: dict[str, KedaScaler]
+    redis: RedisCache
+    gateway: GatewayService
+    edge: Edge
 
     def __init__(self, name: str, cfg: StackConfig, secrets: dict[str, pulumi.Output[str] | None],
                  opts: pulumi.ResourceOptions | None = None):
@@ -131,7 +139,43 @@ class Platform(pulumi.ComponentResource):
             for key, m in cfg.models.items()
         }
 
-        # The gateway and Redis attach here, on `on_cluster`.
+        # Edge: Redis, the gateway, the load balancer; and the gateway as the only way to the model servers.
+        self.redis = RedisCache(f"{name}-redis", RedisCacheArgs(
+            name=cfg.cluster_name,
+            config=cfg.redis,
+            vpc_id=self.cluster.vpc_id,
+            subnet_ids=self.cluster.private_subnet_ids,
+            node_security_group_id=self.cluster.cluster_security_group_id,
+            auth_token=secrets["redisAuthToken"],
+        ), on_aws)
+        self.gateway = GatewayService(f"{name}-gateway", GatewayArgs(
+            gateway=cfg.gateway,
+            models=cfg.models,
+            backends={key: server.endpoint for key, server in self.model_servers.items()},
+            master_key=secrets["gatewayMasterKey"],
+            client_keys=secrets["gatewayKeys"],
+            redis_host=self.redis.endpoint,
+            redis_port=self.redis.port,
+            redis_auth_token=secrets["redisAuthToken"],
+            depends_on=[self.cluster.system_nodes, self.monitoring.crds],
+        ), on_cluster)
+        self.edge = Edge(f"{name}-edge", EdgeArgs(
+            cluster_name=cfg.cluster_name,
+            cluster_name_output=self.cluster.cluster_name,
+            region=cfg.cluster.region,
+            vpc_id=self.cluster.vpc_id,
+            replicas=controller_replicas(cfg.cluster.system_node_group.min_size),
+            tags=cfg.aws_tags,
+            ingress=cfg.gateway.ingress,
+            request_timeout_seconds=cfg.gateway.request_timeout_seconds,
+            depends_on=[self.cluster.system_nodes, self.cluster.addons["eks-pod-identity-agent"],
+                        self.gateway.service],
+        ), on_cluster)
+        in_serving = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
+        network_policy.create(f"{name}-serving", NAMESPACE, network_policy.serving_policies(), in_serving)
+        network_policy.create(f"{name}-gateway", GATEWAY_NAMESPACE, network_policy.gateway_policies(cfg.cluster.vpc_cidr),
+                              pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
+                                  depends_on=[self.gateway.namespace])))
 
         self.register_outputs({
             "clusterName": self.cluster.cluster_name,
@@ -139,4 +183,6 @@ class Platform(pulumi.ComponentResource):
             "interruptionQueueUrl": self.karpenter.queue.url,
             "modelRegistryBucket": self.registry.bucket.bucket,
             "prometheusUrl": self.monitoring.prometheus_url,
+            "gatewayUrl": self.edge.url or self.gateway.url,
+            "redisEndpoint": self.redis.endpoint,
         })

@@ -317,6 +317,28 @@ class ScalerQuery:
     """AverageValue: the HPA divides the value by the replica count (a total to share); Value: compared as is."""
 
 
+# The gateway counts every request by the name the client asked for, also when no server is ready (LiteLLM
+# 1.108.7, measured in tests/test_gateway_proxy.py), so it exists while a model has no server at all.
+GATEWAY_REQUESTS = "litellm_proxy_total_requests_metric_total"
+# The gateway trigger only wakes a model (KEDA's activation, 0 -> 1); above one server the engine's own signals
+# decide, so its target is set out of reach.
+ACTIVATION_ONLY_TARGET = 100000
+
+
+def gateway_request_names(key: str, m: ModelDeployment) -> list[str]:
+    """The names a request for this model can carry at the gateway: its key, its tier, and `auto` (the complexity
+    router may pick its tier)."""
+    return [key, *([m.tier, "auto"] if m.tier else [])]
+
+
+def gateway_requests_query(key: str, m: ModelDeployment) -> str:
+    """Requests for the model in the last 2 minutes. A series the gateway creates for a model's first request starts
+    at 1 and has no earlier sample for increase() to compare, so series younger than the window count whole."""
+    selector = f'{GATEWAY_REQUESTS}{{requested_model=~"{"|".join(gateway_request_names(key, m))}"}}'
+    return (f"(sum(increase({selector}[2m])) or vector(0)) + "
+            f"(sum({selector} unless {selector} offset 2m) or vector(0))")
+
+
 def scaler_queries(key: str, m: ModelDeployment) -> list[ScalerQuery]:
     """KEDA's Prometheus scaler fails on a result of several series ("returned multiple elements"), and reads an
     empty result or NaN as 0 only by default: each query is one `sum(...)` over the model's recorded series, and
@@ -328,5 +350,7 @@ def scaler_queries(key: str, m: ModelDeployment) -> list[ScalerQuery]:
         ("p99-latency", f"sum({LATENCY[99]}{selector} >= 0) or vector(0)", scaling.p99_latency_seconds, "Value"),
         ("gpu-utilization", f"sum({GPU_UTIL}{selector}) or vector(0)", scaling.gpu_utilization_percent, "Value"),
     ]
+    if m.min_replicas == 0:
+        candidates.append(("gateway-requests", gateway_requests_query(key, m), ACTIVATION_ONLY_TARGET, "Value"))
     return [ScalerQuery(name, query, threshold, kind) for name, query, threshold, kind in candidates
             if threshold is not None]

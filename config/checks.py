@@ -11,7 +11,7 @@ from config.engines import NEEDS_QUANTIZED_CHECKPOINT, TGI_QUANTIZE, VLLM_QUANTI
 from config.errors import Problem
 from config.instances import types_in_pool
 from config.model_catalog import MODELS
-from config.schema import DNS_LABEL, StackConfig
+from config.schema import DNS_LABEL, TIERS, StackConfig
 
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
@@ -22,7 +22,7 @@ RESERVED_LABEL_PREFIXES = ("karpenter.sh/", "karpenter.k8s.aws/", "kubernetes.io
 
 def check(cfg: StackConfig) -> list[Problem]:
     return [*_check_cluster(cfg), *_check_pools(cfg), *_check_tags(cfg), *_check_models(cfg), *_check_serving(cfg),
-            *_check_monitoring(cfg)]
+            *_check_monitoring(cfg), *_check_gateway(cfg)]
 
 
 # Each alert receiver's secret: why a stack needs it, and an example value.
@@ -42,13 +42,32 @@ def required_secrets(cfg: StackConfig) -> dict[str, str]:
             f"models {', '.join(from_hub)} download from Hugging Face (gated repositories need an account that "
             "accepted their license); or use source: registry", "hf_...")
     required |= {key: RECEIVER_SECRETS[key] for key in cfg.monitoring.alerting.secret_keys}
-    return {key: f"is required because {why}; set it with `pulumi config set --secret llm-platform:{key} {example}`"
-            for key, (why, example) in required.items()}
+    required["gatewayMasterKey"] = ("the gateway's admin key is created from it", "sk-$(openssl rand -hex 32)")
+    required["redisAuthToken"] = ("Redis (ElastiCache) requires an AUTH token with TLS; 16-128 characters without "
+                                  "spaces, '/', '\"' or '@'", "$(openssl rand -hex 32)")
+    messages = {key: f"is required because {why}; set it with `pulumi config set --secret llm-platform:{key} "
+                     f"{example}`" for key, (why, example) in required.items()}
+    for name in cfg.gateway.keys:
+        messages[f"{GATEWAY_KEYS}.{name}"] = (
+            f"is required because gateway.keys.{name} is declared; set it with `pulumi config set --secret --path "
+            f"'llm-platform:{GATEWAY_KEYS}.{name}' sk-$(openssl rand -hex 32)`")
+    return messages
+
+
+GATEWAY_KEYS = "gatewayKeys"
+"""The secret object holding each client API key's value by name (`gatewayKeys.<name>`)."""
 
 
 def missing_secrets(cfg: StackConfig, secrets_set: set[str]) -> list[Problem]:
-    """Secrets a stack needs but has not set. Checked at load, so `pulumi up` stops before creating anything."""
-    return [Problem(key, None, why) for key, why in required_secrets(cfg).items() if key not in secrets_set]
+    """Secrets a stack needs but has not set, and key values with no `gateway.keys` entry. Checked at load, so
+    `pulumi up` stops before creating anything. `secrets_set` holds secret keys and `gatewayKeys.<name>` paths."""
+    problems = [Problem(key, None, why) for key, why in required_secrets(cfg).items() if key not in secrets_set]
+    for path in sorted(secrets_set):
+        name = path.removeprefix(f"{GATEWAY_KEYS}.")
+        if path.startswith(f"{GATEWAY_KEYS}.") and name not in cfg.gateway.keys:
+            problems.append(Problem(path, "[secret]", f"has no gateway.keys.{name} entry (its models and limits); "
+                                    f"declared keys: {', '.join(cfg.gateway.keys) or 'none'}"))
+    return problems
 
 
 def nodepool_names(pool: str, capacity_types: list[str]) -> list[str]:
@@ -224,3 +243,46 @@ def _in_flight_quantizations(engine: str) -> str:
     methods = VLLM_QUANTIZATION if engine == "vllm" else TGI_QUANTIZE
     usable = [q for q in methods if q != "none" and q not in NEEDS_QUANTIZED_CHECKPOINT[engine]]
     return ", ".join(usable[:-1]) + f" or {usable[-1]}"
+
+
+def tiers_served(cfg: StackConfig) -> dict[str, list[str]]:
+    """Each tier that at least one model serves, with its models, in TIERS order."""
+    return {tier: [key for key, m in cfg.models.items() if m.tier == tier]
+            for tier in TIERS if any(m.tier == tier for m in cfg.models.values())}
+
+
+def _check_gateway(cfg: StackConfig) -> list[Problem]:
+    problems = []
+    g = cfg.gateway
+    served = tiers_served(cfg)
+    callable_names = {*cfg.models, *served, "*"} | ({"auto"} if served else set())
+    for name, key in g.keys.items():
+        path = f"gateway.keys.{name}"
+        if not re.fullmatch(DNS_LABEL, name):
+            problems.append(Problem(path, name, "key names must be DNS labels: lowercase letters, digits and '-', "
+                                    "at most 32 characters"))
+        for entry in key.models:
+            if entry in TIERS and entry not in served:
+                problems.append(Problem(f"{path}.models", entry, f"no model serves tier '{entry}'; tiers served: "
+                                        f"{', '.join(served) or 'none'} (set models.<key>.tier)"))
+            elif entry not in callable_names and entry not in TIERS:
+                problems.append(Problem(f"{path}.models", entry, "allowed: a model key "
+                                        f"({', '.join(cfg.models) or 'none'}), a served tier "
+                                        f"({', '.join(served) or 'none'}), 'auto' or '*'"))
+    if g.max_replicas < g.replicas:
+        problems.append(Problem("gateway.maxReplicas", g.max_replicas, f"must be at least gateway.replicas ({g.replicas})"))
+    ingress = g.ingress
+    if ingress.enabled:
+        if (ingress.certificate_arn is None) == (ingress.route53_zone_id is None):
+            problems.append(Problem("gateway.ingress", {"certificateArn": ingress.certificate_arn,
+                                                        "route53ZoneId": ingress.route53_zone_id},
+                                    "set exactly one: certificateArn (an existing ACM certificate) or route53ZoneId "
+                                    "(the program creates the certificate); or enabled: false"))
+        if ingress.route53_zone_id is not None and ingress.host is None:
+            problems.append(Problem("gateway.ingress.host", None, "is required with route53ZoneId: the certificate "
+                                    "and DNS record are made for it"))
+        if ingress.certificate_arn is not None and f":acm:{cfg.cluster.region}:" not in ingress.certificate_arn:
+            problems.append(Problem("gateway.ingress.certificateArn", ingress.certificate_arn,
+                                    f"must be a certificate in cluster.region ({cfg.cluster.region}): an ALB only "
+                                    "uses certificates from its own region"))
+    return problems

@@ -8,16 +8,17 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from config.checks import check, missing_secrets
+from config.checks import GATEWAY_KEYS, check, missing_secrets
 from config.errors import ConfigError, Problem
 from config.schema import StackConfig
 
 PROJECT = "llm-platform"
 # Top-level config keys of the project namespace, in the order the README documents them.
-KEYS = ("cluster", "gpuPools", "tags", "models", "modelRegistry", "monitoring")
+KEYS = ("cluster", "gpuPools", "tags", "models", "modelRegistry", "monitoring", "gateway", "redis")
 # Secret keys, set with `pulumi config set --secret`. Not declared in Pulumi.yaml: a declared key without a default
 # is required in every stack, and a stack that serves only registry models needs no token.
-SECRET_KEYS = ("huggingfaceToken", "grafanaAdminPassword", "pagerdutyRoutingKey", "slackWebhookUrl")
+SECRET_KEYS = ("huggingfaceToken", "grafanaAdminPassword", "pagerdutyRoutingKey", "slackWebhookUrl", "gatewayMasterKey",
+               "redisAuthToken", GATEWAY_KEYS)
 
 
 def parse(stack: str, raw: dict[str, Any], aws_region: str | None = None,
@@ -46,6 +47,16 @@ def load() -> StackConfig:
     config = pulumi.Config(PROJECT)
     raw = {key: config.get_object(key) for key in KEYS}
     secrets_set = {key for key in SECRET_KEYS if config.get_secret(key) is not None}
+    # The names of the client keys set under gatewayKeys (never their values, which stay secret Outputs).
+    try:
+        client_keys = config.get_object(GATEWAY_KEYS) or {}
+    except pulumi.ConfigTypeError:
+        client_keys = None
+    if not isinstance(client_keys, dict):
+        raise ConfigError(pulumi.get_stack(), [Problem(GATEWAY_KEYS, "[secret]", "must be an object of key name -> "
+                                                       "value; set each with `pulumi config set --secret --path "
+                                                       f"'{PROJECT}:{GATEWAY_KEYS}.<name>' <value>`")])
+    secrets_set |= {f"{GATEWAY_KEYS}.{name}" for name in client_keys}
     return parse(pulumi.get_stack(), raw, pulumi.Config("aws").get("region"), secrets_set)
 
 

@@ -28,6 +28,13 @@ IAM_PRINCIPAL_ARN = r"^arn:aws(-cn|-us-gov)?:(iam|sts)::[0-9]{12}:(role|user|ass
 # Prometheus duration, as its --storage.tsdb.retention.time flag takes it.
 PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
 SLACK_CHANNEL = r"^[#@]?[a-z0-9][a-z0-9._-]{0,79}$"
+# ACM certificate ARN, e.g. arn:aws:acm:us-east-1:123456789012:certificate/<uuid>.
+ACM_CERTIFICATE_ARN = r"^arn:aws(-cn|-us-gov)?:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]{36}$"
+ROUTE53_ZONE_ID = r"^Z[A-Z0-9]{1,31}$"
+DNS_NAME = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+# ElastiCache node types are cache.<family>.<size>; an EC2 type such as m7g.large is not one.
+CACHE_NODE_TYPE = r"^cache\.[a-z][a-z0-9-]*\.[a-z0-9]+$"
+TIERS = ("fast", "balanced", "quality")
 
 
 class _Model(BaseModel):
@@ -203,6 +210,16 @@ class Slo(_Model):
     """Default 5: warn when more than this share of requests fails on the server for 10 minutes."""
 
 
+class TokenCost(_Model):
+    """What the gateway charges per 1,000 tokens of one model, in USD; every response reports it in the
+    `x-litellm-response-cost` header and the gateway's spend metrics."""
+
+    input: float = Field(default=0, ge=0)
+    """Default 0: per 1,000 prompt tokens."""
+    output: float = Field(default=0, ge=0)
+    """Default 0: per 1,000 generated tokens."""
+
+
 class ModelDeployment(_Model):
     """One model server: which model, on which engine and pool, sized how. Checked against every instance type of
     its pool by the capacity planner before anything is created."""
@@ -229,7 +246,8 @@ class ModelDeployment(_Model):
     """0 lets the autoscaler scale the model to zero."""
     max_replicas: int = Field(default=1, ge=1)
     tier: Literal["fast", "balanced", "quality"] | None = None
-    """Gateway routing tier this model serves, if any."""
+    """Gateway routing tier this model serves, if any. Clients reach it by its key, by its tier, and through
+    the gateway's complexity router (`auto`)."""
     source: Literal["huggingface", "registry"] = "huggingface"
     """Default huggingface: download from the Hub (needs the huggingfaceToken secret). `registry` loads from the
     platform's S3 model registry under models/<checkpoint>/, which you fill first (see README)."""
@@ -247,6 +265,8 @@ class ModelDeployment(_Model):
     """Default 120: on shutdown, in-flight requests get this long to finish before they are aborted."""
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     slo: Slo = Field(default_factory=Slo)
+    cost_per_1k_tokens: TokenCost = Field(default_factory=TokenCost, alias="costPer1kTokens")
+    """Default 0 for both: the gateway then reports a cost of 0 for this model."""
 
     @property
     def repository(self) -> str:
@@ -293,6 +313,86 @@ class Monitoring(_Model):
     alerting: Alerting = Field(default_factory=Alerting)
 
 
+class GatewayKey(_Model):
+    """One client API key. Its value is the secret `gatewayKeys.<name>`; the gateway only holds its SHA-256."""
+
+    models: list[str] = Field(min_length=1)
+    """Required. What the key may call: model keys, tiers (fast, balanced, quality: the tier's group and its
+    models), `auto` (the complexity router, which may pick any tier) or `*` for everything."""
+    requests_per_minute: int = Field(gt=0)
+    """Required. Requests per minute over all gateway replicas; past it the key gets 429 with retry-after."""
+    tokens_per_minute: int = Field(gt=0)
+    """Required. Prompt plus generated tokens per minute over all gateway replicas."""
+
+
+class ResponseCache(_Model):
+    """Answers kept in Redis and returned for an identical request. Off by default: it caches every request,
+    including sampled (temperature > 0) ones, whose answers are meant to differ."""
+
+    enabled: bool = False
+    ttl_seconds: int = Field(default=600, ge=1, le=86400)
+    """Default 600: how long a cached answer is served."""
+
+
+class GatewayIngress(_Model):
+    """The ALB in front of the gateway (AWS Load Balancer Controller). HTTPS only: a certificate comes from
+    `certificateArn`, or is created in ACM and validated through `route53ZoneId`."""
+
+    enabled: bool = True
+    """Default true. False leaves the gateway reachable only inside the cluster (`kubectl port-forward`)."""
+    host: Annotated[str, Field(pattern=DNS_NAME, max_length=253)] | None = None
+    """The DNS name clients use, e.g. llm.example.com. Required with route53ZoneId (the certificate's name)."""
+    certificate_arn: Annotated[str, Field(pattern=ACM_CERTIFICATE_ARN)] | None = None
+    """An existing ACM certificate in the cluster's region. Excludes route53ZoneId."""
+    route53_zone_id: Annotated[str, Field(pattern=ROUTE53_ZONE_ID)] | None = None
+    """A public hosted zone holding `host`: the program creates the certificate, its DNS validation records and
+    an alias record to the load balancer. Excludes certificateArn."""
+    scheme: Literal["internet-facing", "internal"] = "internet-facing"
+    """Default internet-facing; `internal` puts the ALB in the private subnets, reachable from the VPC only."""
+    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1)
+    """Source ranges the ALB's security group admits. Default everywhere (API keys still authenticate)."""
+    sticky_sessions: bool = False
+    """Default false. True pins a client to one gateway replica with an ALB cookie for an hour."""
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            _ipv4_network(cidr)
+        return v
+
+
+class Gateway(_Model):
+    """The LiteLLM proxy every client request goes through: API keys, limits, tier routing and cost."""
+
+    replicas: int = Field(default=2, ge=1, le=20)
+    """Default 2: the fewest replicas; with 2 or more, a PDB keeps one up during node drains."""
+    max_replicas: int = Field(default=6, ge=1, le=50)
+    """Default 6: the CPU autoscaler's ceiling."""
+    request_timeout_seconds: int = Field(default=300, ge=10, le=3600)
+    """Default 300 (the seed's): a request longer than this is cut off; the ALB's idle timeout matches it."""
+    keys: dict[str, GatewayKey] = Field(default_factory=dict)
+    """Keyed map of client API keys; each name (a DNS label) needs the secret `gatewayKeys.<name>`."""
+    response_cache: ResponseCache = Field(default_factory=ResponseCache)
+    ingress: GatewayIngress = Field(default_factory=GatewayIngress)
+
+
+class Redis(_Model):
+    """The ElastiCache replication group the gateway shares limit counters (and its optional cache) through."""
+
+    engine: Literal["valkey", "redis"] = "valkey"
+    """Default valkey: the Redis-compatible engine AWS develops and prices lower."""
+    engine_version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] | None = None
+    """Default: the newest version this program was checked with (config/versions.py) for the engine."""
+    node_type: Annotated[str, Field(pattern=CACHE_NODE_TYPE)] = "cache.t4g.small"
+    """Default cache.t4g.small: counters and a small cache need little memory. Must be a cache.* type."""
+    replicas: int = Field(default=1, ge=0, le=5)
+    """Default 1: read replicas beside the primary. 0 is one node with no failover (dev); 1 or more turns on
+    Multi-AZ with automatic failover."""
+    snapshot_retention_days: int = Field(default=0, ge=0, le=35)
+    """Default 0: counters and cached answers are disposable, so no snapshots are kept."""
+
+
 class StackConfig(_Model):
     """The whole validated configuration of one stack."""
 
@@ -306,6 +406,8 @@ class StackConfig(_Model):
     """Keyed map of model servers; each key names the deployment (a DNS label)."""
     model_registry: ModelRegistry = Field(default_factory=ModelRegistry)
     monitoring: Monitoring = Field(default_factory=Monitoring)
+    gateway: Gateway = Field(default_factory=Gateway)
+    redis: Redis = Field(default_factory=Redis)
 
     @property
     def cluster_name(self) -> str:

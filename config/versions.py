@@ -54,8 +54,15 @@ KEDA = Chart("keda", "https://kedacore.github.io/charts", "2.20.2", "2026-11-24"
 # Source: github.com/NVIDIA/dcgm-exporter deployment/Chart.yaml (4.8.2, image 4.5.3-4.8.2), repository from its README.
 DCGM_EXPORTER = Chart("dcgm-exporter", "https://nvidia.github.io/dcgm-exporter/helm-charts", "4.8.2", "2026-11-24")
 
+# AWS Load Balancer Controller: ALBs for Ingresses (ACM certificates, TLS policies, target type ip).
+# Source: github.com/kubernetes-sigs/aws-load-balancer-controller helm/aws-load-balancer-controller/Chart.yaml
+# (3.5.0, appVersion v3.5.0, tag v3.5.0); published in the eks-charts repository.
+AWS_LOAD_BALANCER_CONTROLLER = Chart(
+    "aws-load-balancer-controller", "https://aws.github.io/eks-charts", "3.5.0", "2026-11-24"
+)
+
 CHARTS: tuple[Chart, ...] = (KARPENTER, KARPENTER_CRD, NVIDIA_DEVICE_PLUGIN, KUBE_PROMETHEUS_STACK,
-                             PROMETHEUS_OPERATOR_CRDS, KEDA, DCGM_EXPORTER)
+                             PROMETHEUS_OPERATOR_CRDS, KEDA, DCGM_EXPORTER, AWS_LOAD_BALANCER_CONTROLLER)
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,19 @@ TGI = Image("ghcr.io/huggingface/text-generation-inference", "3.3.7", "2026-11-2
 # Identity credentials. Source: github.com/aws/aws-cli tags (2.33.6, January 2026).
 AWS_CLI = Image("public.ecr.aws/aws-cli/aws-cli", "2.33.6", "2026-11-24")
 
-IMAGES: tuple[Image, ...] = (VLLM, TGI, AWS_CLI)
+# The LiteLLM proxy, non-root variant (no database: keys are declarative, see components/gateway.py). Must match
+# the `litellm` release in requirements-dev.txt, which the tests load the rendered config with: bump both together.
+# 1.108.7 is the newest 1.108 release whose `litellm[proxy]` extras resolve on PyPI (1.108.8 and later pin
+# litellm-enterprise and litellm-proxy-extras releases that are not published). Source: pypi.org/project/litellm and the release notes' "ghcr.io/berriai/litellm:v1.108.x, same
+# for litellm-database and litellm-non_root".
+LITELLM = Image("ghcr.io/berriai/litellm-non_root", "v1.108.7", "2026-11-24")
+
+IMAGES: tuple[Image, ...] = (VLLM, TGI, AWS_CLI, LITELLM)
+
+# ElastiCache engine versions for the gateway's Redis, with their parameter group families. Valkey 9.0 and 9.1
+# also exist on ElastiCache; 8.2 is the newest whose parameter family (valkey8) this program was checked against.
+# Source: docs.aws.amazon.com/AmazonElastiCache/latest/dg/ParameterGroups.Engine.html and engine-versions.html.
+CACHE_ENGINES: dict[str, tuple[str, str]] = {"valkey": ("8.2", "valkey8"), "redis": ("7.1", "redis7")}
 
 # Kubernetes minor versions this program supports: EKS standard or extended support on 2026-11-24 (1.31 leaves
 # extended support this month) intersected with Karpenter 1.14's compatibility matrix (1.30-1.36).

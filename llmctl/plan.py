@@ -13,10 +13,14 @@ import yaml
 
 import config
 from components import dashboards
+from components.gateway import complexity_tiers, tier_fallbacks
 from components.gpu_node_pool import POOL_LABEL
+from components.ingress import SSL_POLICY
 from components.keda_scaler import scaled_object_spec
-from components.model_server import min_servers
-from config.checks import required_secrets
+from components.model_server import min_servers, startup_budget_seconds
+from components.redis_cache import engine_version
+from components.signals import gateway_request_names
+from config.checks import GATEWAY_KEYS, required_secrets, tiers_served
 from tests.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -82,12 +86,17 @@ def run(stack: str, project_dir: Path = PROJECT_DIR, secret_values: dict[str, st
     cfg = config.load_stack_file(project_dir, stack)
     # Secrets are set per stack with `pulumi config set --secret` and never committed in plain text; render as if
     # each one were set, and say so in the summary for the ones this stack needs.
-    missing = [key for key in required_secrets(cfg) if f"{config.PROJECT}:{key}" not in values]
+    key_values = values.get(f"{config.PROJECT}:{GATEWAY_KEYS}") or {}
+    missing = [key for key in required_secrets(cfg) if f"{config.PROJECT}:{key}" not in values
+               and key.removeprefix(f"{GATEWAY_KEYS}.") not in key_values]
     flat, secret_keys = stack_config_for_pulumi(values)
     overrides = secret_values or {}
+    placeholders = {key: SECRET_PLACEHOLDER for key in config.SECRET_KEYS}
+    # gatewayKeys is an object of secrets: one placeholder per declared key, each different.
+    placeholders[GATEWAY_KEYS] = json.dumps({name: f"{SECRET_PLACEHOLDER}-{name}" for name in cfg.gateway.keys})
     for key in config.SECRET_KEYS:
         if f"{config.PROJECT}:{key}" not in values or key in overrides:
-            flat[f"{config.PROJECT}:{key}"] = overrides.get(key, SECRET_PLACEHOLDER)
+            flat[f"{config.PROJECT}:{key}"] = overrides.get(key, placeholders[key])
             secret_keys.append(f"{config.PROJECT}:{key}")
     mocks = install(cfg.cluster.region, config.PROJECT, stack)
     pulumi.runtime.set_all_config(flat, secret_keys)
@@ -156,12 +165,13 @@ def summary(plan: Plan) -> str:
             f"  {m['metadata']['name']:<24} {m['metadata']['namespace']}  {model.engine:<4} {model.gpu_pool:<8} "
             f"{container['resources']['limits']['nvidia.com/gpu']} GPU  {model.min_replicas}-{model.max_replicas}  "
             f"{startup // 60} min  {model.model} from {model.source}  {container['image']}")
-    lines += ["", *_autoscaling_lines(plan), "", *_monitoring_lines(plan)]
+    lines += ["", *_autoscaling_lines(plan), "", *_gateway_lines(plan), "", *_monitoring_lines(plan)]
     lines += ["", "Helm releases:"]
     lines += [f"  {r['release']:<24} {r['chart']} {r['version']}" for r in plan.releases()]
     for key in plan.placeholder_secrets:
+        path = "--path " if "." in key else ""
         lines.append(f"\nnote: {key} is not set in Pulumi.{plan.stack}.yaml; rendered with a placeholder. Before "
-                     f"`pulumi up`: pulumi config set --secret {config.PROJECT}:{key} <value> --stack {plan.stack}")
+                     f"`pulumi up`: pulumi config set --secret {path}{config.PROJECT}:{key} <value> --stack {plan.stack}")
     for key, pool in plan.cfg.gpu_pools.items():
         if pool.ami_version == "latest":
             lines.append(f"\nnote: gpuPools.{key}.amiVersion is 'latest': every AMI release will replace its nodes; pin it for production.")
@@ -178,9 +188,39 @@ def _autoscaling_lines(plan: Plan) -> list[str]:
                      f"up {up.pods}/{up.period_seconds}s after {up.stabilization_seconds}s, "
                      f"down {down.pods}/{down.period_seconds}s after {down.stabilization_seconds}s")
     for key, m in sorted(plan.cfg.models.items()):
-        if m.min_replicas < min_servers(m):
-            lines.append(f"  note: models.{key}.minReplicas is 0, but scaling from zero needs the gateway's request "
-                         f"metric (not built yet): it scales between {min_servers(m)} and {m.max_replicas}.")
+        if min_servers(m) == 0:
+            lines.append(f"  {key}: scaled to zero, the first request through the gateway ({', '.join(gateway_request_names(key, m))}) "
+                         f"wakes it; clients get 503 with retry-after until a server is ready "
+                         f"(up to {startup_budget_seconds(m) // 60} min plus a GPU node's launch)")
+    return lines
+
+
+def _gateway_lines(plan: Plan) -> list[str]:
+    g, cfg = plan.cfg.gateway, plan.cfg
+    entry = plan.recording.stack_outputs.get("gatewayUrl")
+    edge = (f"{g.ingress.scheme} ALB, HTTPS only ({SSL_POLICY}), from {', '.join(g.ingress.allowed_cidrs)}"
+            f"{', sticky sessions' if g.ingress.sticky_sessions else ''}" if g.ingress.enabled else
+            "no Ingress (gateway.ingress.enabled is false): in-cluster only, use kubectl port-forward")
+    lines = ["Gateway (LiteLLM, namespace llm-gateway):", f"  entry point: {entry}  ({edge})",
+             f"  {g.replicas}-{g.max_replicas} replicas, request timeout {g.request_timeout_seconds}s, "
+             f"response cache {'on, ' + str(g.response_cache.ttl_seconds) + 's' if g.response_cache.enabled else 'off'}"]
+    served = tiers_served(cfg)
+    for tier, models in served.items():
+        lines.append(f"  tier {tier:<9} {', '.join(models)}")
+    if served:
+        lines.append("  auto: " + ", ".join(f"{level} -> {tier}" for level, tier in complexity_tiers(list(served)).items())
+                     + "; fallbacks: " + (", ".join(f"{k} -> {v[0]}" for f in tier_fallbacks(list(served))
+                                                   for k, v in f.items()) or "none"))
+    lines.append("  keys (values are secrets; the gateway holds SHA-256 hashes):")
+    for name, key in sorted(g.keys.items()):
+        lines.append(f"    {name:<20} {key.requests_per_minute} req/min, {key.tokens_per_minute} tokens/min: "
+                     f"{', '.join(key.models)}")
+    if not g.keys:
+        lines.append("    none: only the master key can call the gateway")
+    r = cfg.redis
+    lines.append(f"  Redis: {r.engine} {engine_version(r)[0]} on {r.node_type} x{1 + r.replicas}"
+                 + (", Multi-AZ with failover" if r.replicas else ", one node, no failover")
+                 + f"; endpoint {plan.recording.stack_outputs.get('redisEndpoint')}")
     return lines
 
 

@@ -122,7 +122,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
             meta = inputs.get("metadata") or {}
             ns = meta.get("namespace") or inputs.get("namespace")
             ident = f"{ns}/{meta.get('name') or inputs.get('name') or name}" if ns else (meta.get("name") or inputs.get("name") or name)
-            return ident, {**inputs, "status": {"status": "deployed"} if "helm.sh" in typ else {}}
+            status = {"status": "deployed"} if "helm.sh" in typ else {}
+            if typ == "kubernetes:networking.k8s.io/v1:Ingress":  # the controller's answer: the ALB's name
+                status = {"loadBalancer": {"ingress": [{"hostname": f"k8s-{ns}-{zlib.crc32(name.encode()):08x}"
+                                                                    f".{self.region}.elb.amazonaws.com"}]}}
+            return ident, {**inputs, "status": status}
         if typ.startswith("pulumi:providers:"):
             return f"{name}-provider-id", inputs
         physical = inputs.get("name") or f"{name}-{zlib.crc32(name.encode()) % 10**7:07d}"  # stable auto-name
@@ -135,6 +139,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ == "aws:kms/key:Key":
             outputs |= {"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab",
                         "arn": f"arn:aws:kms:{self.region}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"}
+        if typ == "aws:acm/certificate:Certificate":
+            outputs["domainValidationOptions"] = [{
+                "domainName": inputs.get("domainName"), "resourceRecordName": f"_x1.{inputs.get('domainName')}.",
+                "resourceRecordType": "CNAME", "resourceRecordValue": "_x2.acm-validations.aws."}]
+        if typ == "aws:acm/certificateValidation:CertificateValidation":
+            outputs["certificateArn"] = inputs.get("certificateArn")
+        if typ == "aws:route53/record:Record":
+            outputs["fqdn"] = str(inputs.get("name", "")).rstrip(".")
+        if typ == "aws:elasticache/replicationGroup:ReplicationGroup":
+            outputs["primaryEndpointAddress"] = f"master.{physical}.abc123.use1.cache.amazonaws.com"
         if typ == "aws:sqs/queue:Queue":
             outputs["url"] = f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT}/{physical}"
         if typ == "aws:ec2/vpc:Vpc":

@@ -34,12 +34,25 @@ def test_replica_bounds_follow_the_config(prod: Rendered):
     assert bounds == {"llama-8b": (2, 8), "llama-70b": (2, 4), "llama-405b-fp8": (1, 2), "llama-70b-tgi": (1, 2)}
 
 
-def test_scale_to_zero_keeps_one_server_until_the_gateway_metric_exists(dev: Rendered):
+def test_a_model_at_zero_is_woken_by_the_gateway_request_counter(dev: Rendered):
     [(name, obj)] = scaled_objects(dev).items()
-    assert dev.config.models[name].min_replicas == 0
-    assert obj["spec"]["minReplicaCount"] == 1
-    assert f"note: models.{name}.minReplicas is 0, but scaling from zero needs the gateway's request metric" \
-        in dev.stdout
+    model = dev.config.models[name]
+    assert model.min_replicas == 0 and obj["spec"]["minReplicaCount"] == 0
+    [wake] = [t for t in obj["spec"]["triggers"] if t["name"] == "gateway-requests"]
+    query = wake["metadata"]["query"]
+    # Requests by the model's key, its tier and the router; the engine's own signals vanish at zero replicas.
+    assert f'litellm_proxy_total_requests_metric_total{{requested_model=~"{name}|{model.tier}|auto"}}' in query
+    assert "vllm:" not in query and wake["metadata"]["activationThreshold"] == "0"
+    # It only activates: above one server it never asks for more than the engine triggers.
+    assert float(wake["metadata"]["threshold"]) >= 1e5
+    [deployment] = [m for m in dev.manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == name]
+    assert deployment["spec"]["replicas"] == 0
+    assert f"{name}: scaled to zero, the first request through the gateway" in dev.stdout
+
+
+def test_models_with_a_floor_have_no_gateway_trigger(prod: Rendered):
+    for name, obj in scaled_objects(prod).items():
+        assert "gateway-requests" not in {t["name"] for t in obj["spec"]["triggers"]}, name
 
 
 def test_triggers_default_to_the_seed_and_follow_overrides(prod: Rendered):
@@ -67,6 +80,8 @@ def test_every_query_sums_the_models_recorded_series(stack: Rendered):
     recorded = recorded_names(stack.config)
     for name, obj in scaled_objects(stack).items():
         for t in obj["spec"]["triggers"]:
+            if t["name"] == "gateway-requests":  # the gateway's counter; checked on its own below
+                continue
             query = t["metadata"]["query"]
             assert query.startswith("sum(") and query.endswith(" or vector(0)"), query
             assert f'{{model="{name}"}}' in query
@@ -106,7 +121,7 @@ def test_pulumi_up_never_resets_a_scaled_replica_count(stack: Rendered):
         if server["inputs"]["metadata"]["labels"].get("app.kubernetes.io/component") == "model-server":
             assert "spec.replicas" in server.get("ignoreChanges", []), server["name"]
             model = stack.config.models[server["inputs"]["metadata"]["name"]]
-            assert server["inputs"]["spec"]["replicas"] == max(model.min_replicas, 1)
+            assert server["inputs"]["spec"]["replicas"] == model.min_replicas
 
 
 def test_keda_runs_on_the_system_nodes_and_fails_over(stack: Rendered):

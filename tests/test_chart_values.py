@@ -43,7 +43,8 @@ def test_every_value_set_is_read_by_its_chart(stack: Rendered):
             unknown = unknown_keys(release["values"], chart_shape(release["chart"], release["version"]))
             assert not unknown, f"{release['release']}: the chart has no value {unknown}"
             checked.append(release["release"])
-    assert set(checked) == {"karpenter", "nvidia-device-plugin", "kube-prometheus-stack", "keda", "dcgm-exporter"}
+    assert set(checked) == {"karpenter", "nvidia-device-plugin", "kube-prometheus-stack", "keda", "dcgm-exporter",
+                            "aws-load-balancer-controller"}
 
 
 @pytest.mark.parametrize(("release", "path"), [
@@ -51,6 +52,7 @@ def test_every_value_set_is_read_by_its_chart(stack: Rendered):
     ("kube-prometheus-stack", ["grafana", "sidecar", "dashboards", "searchNamespaces"]),
     ("keda", ["metricServer", "replicaCount"]),  # the chart's key is metricsServer
     ("dcgm-exporter", ["serviceMonitor", "honourLabels"]),
+    ("aws-load-balancer-controller", ["defaultSslPolicy"]),  # the chart's key is defaultSSLPolicy
 ])
 def test_a_misspelt_value_is_caught(prod: Rendered, release, path):
     values = json.loads(json.dumps(prod.releases[release]["values"]))

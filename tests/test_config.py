@@ -300,7 +300,10 @@ def test_tensor_parallelism_beyond_the_instance_is_rejected_per_instance_type():
     assert "g5.xlarge in pool 'general' has 1 GPUs" in problem.allowed
 
 
-PROD_SECRETS = {"huggingfaceToken", "grafanaAdminPassword", "pagerdutyRoutingKey", "slackWebhookUrl"}
+GATEWAY_SECRETS = {"gatewayMasterKey", "redisAuthToken"}
+PROD_SECRETS = {"huggingfaceToken", "grafanaAdminPassword", "pagerdutyRoutingKey", "slackWebhookUrl",
+                *GATEWAY_SECRETS, "gatewayKeys.search-app", "gatewayKeys.research"}
+DEV_SECRETS = {"grafanaAdminPassword", *GATEWAY_SECRETS, "gatewayKeys.dev-team"}
 
 
 def test_hub_models_need_the_huggingface_token_before_anything_is_created():
@@ -318,7 +321,7 @@ def test_hub_models_need_the_huggingface_token_before_anything_is_created():
 def test_registry_only_stacks_need_no_token():
     values = stack_values("dev")
     values = _set(values, "models.llama-8b.source", "registry")
-    cfg = config.parse("dev", raw(values), secrets_set={"grafanaAdminPassword"})
+    cfg = config.parse("dev", raw(values), secrets_set=DEV_SECRETS)
     assert cfg.models["llama-8b"].source == "registry"
 
 
@@ -328,17 +331,19 @@ def test_every_missing_secret_is_named_with_the_command_that_sets_it():
     problems = {p.key: p.allowed for p in raised.value.problems}
     assert set(problems) == PROD_SECRETS
     for key, allowed in problems.items():
-        assert f"pulumi config set --secret llm-platform:{key}" in allowed
+        command = (f"pulumi config set --secret --path 'llm-platform:{key}'" if key.startswith("gatewayKeys.")
+                   else f"pulumi config set --secret llm-platform:{key}")
+        assert command in allowed, allowed
     assert "monitoring.alerting.pagerduty is on" in problems["pagerdutyRoutingKey"]
     assert "monitoring.alerting.slack is on" in problems["slackWebhookUrl"]
 
 
 def test_receiver_secrets_are_needed_only_for_receivers_that_are_on():
     values = _set(stack_values("prod"), "monitoring.alerting", {"pagerduty": False, "slack": False})
-    cfg = config.parse("prod", raw(values), secrets_set={"huggingfaceToken", "grafanaAdminPassword"})
+    cfg = config.parse("prod", raw(values), secrets_set=PROD_SECRETS - {"pagerdutyRoutingKey", "slackWebhookUrl"})
     assert not cfg.monitoring.alerting.pagerduty and not cfg.monitoring.alerting.slack
-    # dev has no receivers: Grafana's password (and the Hub token for its model) is all it needs.
-    assert config.parse("dev", raw(stack_values("dev")), secrets_set={"huggingfaceToken", "grafanaAdminPassword"})
+    # dev has no receivers: Grafana's password, the gateway's secrets and the Hub token for its model suffice.
+    assert config.parse("dev", raw(stack_values("dev")), secrets_set=DEV_SECRETS | {"huggingfaceToken"})
 
 
 def test_the_token_is_a_known_secret_key_not_an_undeclared_one(tmp_path):

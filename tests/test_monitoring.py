@@ -250,7 +250,12 @@ CANARIES = {
     "grafanaAdminPassword": "canary-grafana-password-4f1c9",
     "pagerdutyRoutingKey": "canaryPagerDutyRoutingKey0a1b2c3d",
     "slackWebhookUrl": "https://hooks.slack.com/services/TCANARY/BCANARY/canarycanarycanary",
+    "gatewayMasterKey": "sk-canary-master-7d2e1",
+    "redisAuthToken": "canaryRedisAuthToken9b8c7d6e",
+    "gatewayKeys": '{"search-app": "sk-canary-search-31f0", "research": "sk-canary-research-88aa"}',
 }
+# Each client key's value on its own: the gatewayKeys object above is JSON, and a file could hold one key alone.
+CLIENT_KEY_CANARIES = {"gatewayKeys.search-app": "sk-canary-search-31f0", "gatewayKeys.research": "sk-canary-research-88aa"}
 
 
 def test_no_secret_reaches_any_file_the_plan_writes(tmp_path: Path):
@@ -267,19 +272,26 @@ def test_no_secret_reaches_any_file_the_plan_writes(tmp_path: Path):
         "print(plan.summary(result))\n"
         "revealed = json.dumps([plain(r.inputs, reveal_secrets=True) for r in result.recording.resources])\n"
         "print('canaries in memory:', sorted(k for k, v in canaries.items() if v in revealed))\n"
+        "import hashlib\n"
+        "keys = json.loads(canaries['gatewayKeys'])\n"
+        "print('key hashes in memory:', sorted(n for n, v in keys.items() if hashlib.sha256(v.encode()).hexdigest() in revealed))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert f"canaries in memory: {sorted(CANARIES)}" in proc.stdout
+    # Client keys never reach a resource, not even as a Secret's input: only their SHA-256 does.
+    assert f"canaries in memory: {sorted(set(CANARIES) - {'gatewayKeys'})}" in proc.stdout
+    assert "key hashes in memory: ['research', 'search-app']" in proc.stdout
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert {"inventory.json", "outputs.json", "kube-prometheus-stack.yaml", "secret-monitoring-grafana-admin.yaml",
             "secret-monitoring-alertmanager-receivers.yaml", "alertmanagerconfig-monitoring-llm-platform.yaml",
-            "secret-llm-inference-huggingface-token.yaml"} <= {p.name for p in written}
+            "secret-llm-inference-huggingface-token.yaml", "secret-llm-gateway-llm-gateway-keys.yaml",
+            "secret-llm-gateway-redis-connection.yaml", "configmap-llm-gateway-llm-gateway.yaml"} <= {p.name for p in written}
+    canaries = {**CANARIES, **CLIENT_KEY_CANARIES}
     for path in written:
         text = path.read_text()
-        for key, value in CANARIES.items():
+        for key, value in canaries.items():
             assert value not in text, f"{key} appears in {path.relative_to(tmp_path)}"
-    for key, value in CANARIES.items():
+    for key, value in canaries.items():
         assert value not in proc.stdout.replace("canaries in memory", "") and value not in proc.stderr, key
 
 

@@ -263,7 +263,7 @@ def test_no_secret_value_reaches_any_file_the_plan_writes(stack: Rendered):
 # The model registry -----------------------------------------------------------------------------------------------
 
 def _one(stack: Rendered, type_: str) -> dict:
-    [resource] = stack.of_type(type_)
+    [resource] = [r for r in stack.of_type(type_) if r["parent"].endswith("-registry")]
     return resource["inputs"]
 
 
