@@ -113,12 +113,15 @@ def _variable(name: str, label: str, query: str) -> dict:
     }
 
 
+DATASOURCE = {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+              "current": {"text": "Prometheus", "value": "prometheus"}}
+
+
 def models_dashboard() -> dict:
     return {
         **_board("llm-platform-models", "LLM platform: models", PANELS),
         "templating": {"list": [
-            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-             "current": {"text": "Prometheus", "value": "prometheus"}},
+            DATASOURCE,
             _variable("model", "Model", f"label_values({signals.MODEL_INFO}, model)"),
             _variable("tier", "Tier", f"label_values({signals.MODEL_INFO}, tier)"),
         ]},
@@ -126,9 +129,8 @@ def models_dashboard() -> dict:
 
 
 def gateway_dashboard() -> dict:
-    return {**_board("llm-platform-gateway", "LLM platform: gateway", GATEWAY_PANELS), "templating": {"list": [
-        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-         "current": {"text": "Prometheus", "value": "prometheus"}}]}}
+    return {**_board("llm-platform-gateway", "LLM platform: gateway", GATEWAY_PANELS),
+            "templating": {"list": [DATASOURCE]}}
 
 
 def _board(uid: str, title: str, panels: list) -> dict:

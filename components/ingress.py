@@ -197,7 +197,7 @@ class Edge(pulumi.ComponentResource):
         """An ACM certificate for `host`, validated by DNS records in the zone; the ARN once it is issued."""
         child = pulumi.ResourceOptions(parent=self)
         certificate = aws.acm.Certificate(f"{name}-certificate", domain_name=cfg.host, validation_method="DNS",
-                                          opts=pulumi.ResourceOptions(parent=self, delete_before_replace=False))
+                                          opts=child)
         option = certificate.domain_validation_options[0]
         record = aws.route53.Record(f"{name}-certificate-validation", zone_id=cfg.route53_zone_id,
                                     name=option.resource_record_name, type=option.resource_record_type,

@@ -69,8 +69,8 @@ def scaled_object_spec(key: str, m: ModelDeployment, prometheus_url: str) -> dic
             "metricType": q.metric_type,
             # KEDA reads every metadata value as a string.
             "metadata": {"serverAddress": prometheus_url, "query": q.query, "threshold": f"{q.threshold:g}",
-                         # 0 -> 1 as soon as one request arrived; only the gateway trigger is non-zero at zero.
-                         **({"activationThreshold": "0"} if q.name == "gateway-requests" else {})},
+                         **({"activationThreshold": f"{q.activation_threshold:g}"}
+                            if q.activation_threshold is not None else {})},
         } for q in scaler_queries(key, m)],
     }
 

@@ -315,6 +315,8 @@ class ScalerQuery:
     threshold: float
     metric_type: str
     """AverageValue: the HPA divides the value by the replica count (a total to share); Value: compared as is."""
+    activation_threshold: float | None = None
+    """Set for a trigger whose job is waking a model at zero: above it, 0 -> 1. None leaves KEDA's default."""
 
 
 # The gateway counts every request by the name the client asked for, also when no server is ready (LiteLLM
@@ -350,7 +352,9 @@ def scaler_queries(key: str, m: ModelDeployment) -> list[ScalerQuery]:
         ("p99-latency", f"sum({LATENCY[99]}{selector} >= 0) or vector(0)", scaling.p99_latency_seconds, "Value"),
         ("gpu-utilization", f"sum({GPU_UTIL}{selector}) or vector(0)", scaling.gpu_utilization_percent, "Value"),
     ]
+    queries = [ScalerQuery(name, query, threshold, kind) for name, query, threshold, kind in candidates
+               if threshold is not None]
     if m.min_replicas == 0:
-        candidates.append(("gateway-requests", gateway_requests_query(key, m), ACTIVATION_ONLY_TARGET, "Value"))
-    return [ScalerQuery(name, query, threshold, kind) for name, query, threshold, kind in candidates
-            if threshold is not None]
+        queries.append(ScalerQuery("gateway-requests", gateway_requests_query(key, m), ACTIVATION_ONLY_TARGET,
+                                   "Value", activation_threshold=0))
+    return queries

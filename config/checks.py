@@ -255,7 +255,7 @@ def _check_gateway(cfg: StackConfig) -> list[Problem]:
     problems = []
     g = cfg.gateway
     served = tiers_served(cfg)
-    callable_names = {*cfg.models, *served, "*"} | ({"auto"} if served else set())
+    callable_names = {*cfg.models, *served, "*", *(["auto"] if served else [])}
     for name, key in g.keys.items():
         path = f"gateway.keys.{name}"
         if not re.fullmatch(DNS_LABEL, name):
@@ -265,7 +265,7 @@ def _check_gateway(cfg: StackConfig) -> list[Problem]:
             if entry in TIERS and entry not in served:
                 problems.append(Problem(f"{path}.models", entry, f"no model serves tier '{entry}'; tiers served: "
                                         f"{', '.join(served) or 'none'} (set models.<key>.tier)"))
-            elif entry not in callable_names and entry not in TIERS:
+            elif entry not in callable_names and entry not in TIERS:  # an unserved tier is reported above
                 problems.append(Problem(f"{path}.models", entry, "allowed: a model key "
                                         f"({', '.join(cfg.models) or 'none'}), a served tier "
                                         f"({', '.join(served) or 'none'}), 'auto' or '*'"))

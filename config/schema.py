@@ -114,9 +114,7 @@ class Cluster(_Model):
     @field_validator("public_access_cidrs")
     @classmethod
     def _public_cidrs(cls, v: list[str]) -> list[str]:
-        for cidr in v:
-            _ipv4_network(cidr)
-        return v
+        return _ipv4_networks(v)
 
 
 class GpuPool(_Model):
@@ -357,9 +355,7 @@ class GatewayIngress(_Model):
     @field_validator("allowed_cidrs")
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
-        for cidr in v:
-            _ipv4_network(cidr)
-        return v
+        return _ipv4_networks(v)
 
 
 class Gateway(_Model):
@@ -428,3 +424,9 @@ def _ipv4_network(value: str) -> ipaddress.IPv4Network:
         raise ValueError("must be an IPv4 CIDR block")
     return net
 
+
+
+def _ipv4_networks(values: list[str]) -> list[str]:
+    for value in values:
+        _ipv4_network(value)
+    return values

@@ -4,6 +4,7 @@ ElastiCache, and the config errors. The real LiteLLM runs in tests/test_gateway_
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -90,7 +91,7 @@ def test_key_policy_expands_tiers_and_keeps_limits(prod: Rendered):
                                     "tokensPerMinute": 400000}
     assert policy["research"]["models"] == ["*"]
     # The auth and hooks modules ship beside the config, as the files in this repository.
-    assert cm["data"]["gateway_auth.py"] == (gateway_auth.__file__ and open(gateway_auth.__file__).read())
+    assert cm["data"]["gateway_auth.py"] == Path(gateway_auth.__file__).read_text()
     assert "gateway_hooks.py" in cm["data"]
 
 

@@ -26,6 +26,7 @@ import config
 from components import gateway
 from components.signals import GATEWAY_REQUESTS
 from tests.conftest import ROOT
+from tests.tools import stop
 
 STARTUP_SECONDS = 90
 KEYS = {"team": "sk-test-team-1", "limited": "sk-test-limited-2"}
@@ -114,11 +115,7 @@ def proxy():
             pytest.fail(f"LiteLLM exited {process.returncode}:\n{(work / 'proxy.log').read_text()[-3000:]}")
         yield url, work
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=20)
         backend.shutdown()
         log.close()
 

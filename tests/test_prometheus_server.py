@@ -26,7 +26,7 @@ import yaml
 
 from components.signals import scaler_queries
 from tests.conftest import Rendered
-from tests.tools import tool
+from tests.tools import stop, tool
 
 NS = "llm-inference"
 START = time.monotonic()
@@ -164,12 +164,7 @@ def prometheus(prod: Rendered, tmp_path_factory):
         api.wait_for('model:llm_requests:rate5m{model="llama-8b"}', proc)
         yield api
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
         exporters.shutdown()
         log.close()
 
