@@ -14,8 +14,21 @@ UPSTREAM_STAMP := $(UPSTREAM_VENV)/.installed
 TOOLS := build/tools
 TOOLS_STAMP := $(TOOLS)/.unpacked
 TOOL_PACKAGES := prometheus prometheus-alertmanager
+# redis-server for `make e2e`, likewise: Debian's binary is in redis-tools, and its two libraries are unpacked beside it.
+E2E_TOOLS_STAMP := $(TOOLS)/.unpacked-e2e
+E2E_PACKAGES := redis-server redis-tools libjemalloc2 liblzf1
+E2E := build/e2e
 
-.PHONY: venv tools plan test test-upstream lint accuracy clean
+# $(call unpack,folder,packages): download Debian packages (refreshing the package lists once if needed) and
+# unpack them into build/tools.
+define unpack
+	mkdir -p $(TOOLS)/debs/$(1)
+	cd $(TOOLS)/debs/$(1) && rm -f *.deb && \
+		{ apt-get download $(2) 2>/dev/null || { apt-get update -qq && apt-get download $(2); }; }
+	for deb in $(TOOLS)/debs/$(1)/*.deb; do dpkg -x $$deb $(TOOLS); done
+endef
+
+.PHONY: venv tools plan test test-upstream e2e lint accuracy clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,11 +38,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 venv: $(STAMP)
 
 $(TOOLS_STAMP):
-	mkdir -p $(TOOLS)/debs
-	cd $(TOOLS)/debs && rm -f *.deb && \
-		{ apt-get download $(TOOL_PACKAGES) 2>/dev/null || { apt-get update -qq && apt-get download $(TOOL_PACKAGES); }; }
-	for deb in $(TOOLS)/debs/*.deb; do dpkg -x $$deb $(TOOLS); done
+	$(call unpack,monitoring,$(TOOL_PACKAGES))
 	$(TOOLS)/usr/bin/promtool --version > /dev/null && $(TOOLS)/usr/bin/amtool --version > /dev/null
+	touch $@
+
+$(E2E_TOOLS_STAMP):
+	$(call unpack,e2e,$(E2E_PACKAGES))
+	LD_LIBRARY_PATH=$(TOOLS)/usr/lib/x86_64-linux-gnu $(TOOLS)/usr/bin/redis-server --version > /dev/null
 	touch $@
 
 tools: $(TOOLS_STAMP)
@@ -59,6 +74,15 @@ test-upstream: $(STAMP) $(UPSTREAM_STAMP)
 	$(BIN)/python -m llmctl plan prod --out build/upstream/prod > /dev/null
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_args build/upstream/dev build/upstream/prod
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_metrics build/upstream/dev build/upstream/prod
+
+# The platform's real programs on 127.0.0.1 (tests/e2e/): two vLLM servers on a tiny generated model, two LiteLLM
+# gateways sharing a Redis, Prometheus with the rendered rules, Alertmanager with the rendered routing. Ends with
+# the table of checks and the performance section (also in build/e2e/report.md); logs in build/e2e/<server>/.
+e2e: $(STAMP) $(UPSTREAM_STAMP) $(TOOLS_STAMP) $(E2E_TOOLS_STAMP)
+	HF_HUB_OFFLINE=1 $(UPSTREAM_VENV)/bin/python -m tests.e2e.tiny_model $(E2E)/tiny-model
+	LLM_PLATFORM_TOOLS=$(TOOLS)/usr/bin LLM_PLATFORM_VLLM_PYTHON=$(UPSTREAM_VENV)/bin/python \
+		$(BIN)/python -m pytest -p tests.e2e.report -o python_files='check_*.py' tests/e2e; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make e2e: pytest collected no checks" >&2; exit 1; fi; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

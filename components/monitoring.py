@@ -261,7 +261,9 @@ def alertmanager_config_spec(alerting: Alerting) -> dict:
     if alerting.slack:
         slack = {
             "apiURL": {"name": RECEIVERS_SECRET, "key": SLACK_KEY}, "sendResolved": True,
-            "title": '[{{ .Status | toUpper }}] {{ .CommonLabels.alertname }} {{ .CommonLabels.model }}',
+            # A model's group can hold several alerts, and then they share no alertname: say how many instead.
+            "title": '[{{ .Status | toUpper }}] {{ or .CommonLabels.alertname (printf "%d alerts" (len .Alerts)) }} '
+                     '{{ .CommonLabels.model }}',
             "text": "{{ range .Alerts }}*{{ .Labels.severity }}* {{ .Annotations.summary }}\n"
                     "{{ .Annotations.description }} Runbook: {{ .Annotations.runbook_url }}\n{{ end }}",
         }

@@ -12,20 +12,17 @@ labels it would set, and the operator's own relabelling (namespace, pod) is adde
 from __future__ import annotations
 
 import http.server
-import json
 import socket
 import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 
 from components.signals import scaler_queries
 from tests.conftest import Rendered
+from tests.prometheus import OPERATOR_RELABELINGS, Api, pod_target, relabel
 from tests.tools import stop, tool
 
 NS = "llm-inference"
@@ -99,12 +96,6 @@ class _Exporters(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _relabel(configs: list[dict]) -> list[dict]:
-    """A monitor's relabelings (the CRD's camelCase) as Prometheus configuration, as the operator writes them."""
-    keys = {"sourceLabels": "source_labels", "targetLabel": "target_label"}
-    return [{keys.get(k, k): v for k, v in c.items()} for c in configs]
-
-
 def _named(stack: Rendered, kind: str, name: str) -> dict:
     [found] = [m for m in stack.kind(kind) if m["metadata"]["name"] == name]
     return found["spec"]
@@ -114,27 +105,23 @@ def _scrape_configs(prod: Rendered, exporters: str) -> list[dict]:
     pod_monitor = _named(prod, "PodMonitor", "model-servers")["podMetricsEndpoints"][0]
     karpenter = _named(prod, "ServiceMonitor", "karpenter")["endpoints"][0]
     dcgm = prod.releases["dcgm-exporter"]["values"]["serviceMonitor"]
-    # What the operator puts in front of a monitor's own relabelings: namespace and pod from service discovery.
-    operator = [{"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"}]
+    operator = OPERATOR_RELABELINGS
 
-    def target(path: str, namespace: str, pod: str, **meta) -> dict:
-        return {"targets": [exporters], "labels": {
-            "__metrics_path__": path, "__meta_kubernetes_namespace": namespace, "__meta_kubernetes_pod_name": pod,
-            **{f"__meta_kubernetes_pod_label_{k}": v for k, v in meta.items()}}}
+    def target(path: str, namespace: str, pod: str, **pod_labels) -> dict:
+        return pod_target(exporters, path, namespace, pod, **pod_labels)
 
     servers = [target(f"/vllm/{pod}" if engine == "vllm" else "/tgi", NS, pod, llm_platform_io_model=model,
                       llm_platform_io_tier=tier, app_kubernetes_io_name=engine)
                for pod, (model, tier, engine) in PODS.items()]
     return [
         {"job_name": "model-servers", "static_configs": servers,
-         "relabel_configs": operator + _relabel(pod_monitor["relabelings"])},
+         "relabel_configs": operator + relabel(pod_monitor["relabelings"])},
         {"job_name": "dcgm-exporter", "honor_labels": dcgm["honorLabels"], "relabel_configs": operator,
          "static_configs": [target("/dcgm", "monitoring", "dcgm-exporter-x1")]},
         {"job_name": "kube-state-metrics", "honor_labels": True, "relabel_configs": operator,
          "static_configs": [target("/kube-state-metrics", "monitoring", "kube-state-metrics-0")]},
         {"job_name": "karpenter", "relabel_configs": operator,
-         "metric_relabel_configs": _relabel(karpenter["metricRelabelings"]),
+         "metric_relabel_configs": relabel(karpenter["metricRelabelings"]),
          "static_configs": [target("/karpenter", "kube-system", "karpenter-0")]},
         {"job_name": "keda", "relabel_configs": operator,
          "static_configs": [target("/keda", "keda", "keda-operator-0")]},
@@ -167,34 +154,6 @@ def prometheus(prod: Rendered, tmp_path_factory):
         stop(proc)
         exporters.shutdown()
         log.close()
-
-
-class Api:
-    def __init__(self, url: str, log: Path):
-        self.url, self.log = url, log
-
-    def get(self, path: str, **params) -> dict:
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=5) as response:
-            return json.loads(response.read())
-
-    def query(self, expr: str) -> list[dict]:
-        return self.get("/api/v1/query", query=expr)["data"]["result"]
-
-    def wait_for(self, expr: str, proc: subprocess.Popen, seconds: float = 60) -> None:
-        """Until `expr` has a result: Prometheus up, targets scraped twice (rates), rules evaluated."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"prometheus exited with {proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if self.query(expr):
-                    time.sleep(2)  # one more evaluation of every group, so later rules see earlier ones
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        pytest.fail(f"no result for {expr} after {seconds} s:\n{self.log.read_text()[-3000:]}")
 
 
 def test_every_rule_evaluates_without_error(prometheus: Api):

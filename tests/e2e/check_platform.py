@@ -1,0 +1,398 @@
+"""`make e2e`: what a user relies on, checked against the platform's real programs on 127.0.0.1 (tests/e2e/conftest.py).
+
+The checks run in this file's order: traffic first, then metrics and alerts over that traffic, and the checks that
+stop a server last. Each check's docstring is its line in the report (tests/e2e/report.py), with what it measured.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from components import dashboards, gateway, signals
+from tests.e2e import stack
+from tests.e2e.client import chat, finish_reason, load, metric
+from tests.metric_names import metric_names
+
+pytestmark = pytest.mark.usefixtures("platform")
+
+GREETING = "Hi there!"
+REASONING = ("Think step by step and explain your reasoning: deduce the closed form of the sum of the first n odd "
+             "numbers, prove by induction that it holds for every n, evaluate it for n = 10, and conclude whether "
+             "the same argument works for the even numbers.")
+# Longer than several of vLLM's CPU KV blocks (128 tokens) with the tiny tokenizer, so a repeat can hit the cache.
+SYSTEM_PROMPT = " ".join(f"Rule {i}: answer politely, precisely and briefly, citing the policy section {i}."
+                         for i in range(12))
+CLUSTER_ONLY = ("DCGM_", "karpenter_", "kube_node_", "kube_pod_container_resource_requests", "kube_pod_status_",
+                "kube_pod_container_status_", "keda_")
+"""Metric families only a cluster has (GPUs, Karpenter, nodes, KEDA's operator, pod status); not checked here."""
+DEADLINE = 90
+
+
+def served_by(answer) -> str | None:
+    return answer.headers.get("x-litellm-model-id")
+
+
+def wait_until(predicate, seconds: float, interval: float = 0.5):
+    """The predicate's first truthy value within `seconds`, else None. A server too busy to answer one poll
+    (OSError, timeouts included) is asked again at the next."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def in_engine(url: str) -> float:
+    """Requests a vLLM server holds: running and waiting."""
+    return metric(url, "vllm:num_requests_running") + metric(url, "vllm:num_requests_waiting")
+
+
+# 1. Keys and limits -----------------------------------------------------------------------------------------------
+
+def test_keys_are_checked_on_every_gateway(platform, record_property):
+    """1. 401 without a key or with an unknown one; 403 outside the key's models"""
+    a, b = (g.url for g in platform.gateways)
+    answers = {"no key": chat(a, None, "fast"), "unknown key": chat(b, "sk-e2e-nobody", "fast"),
+               "fast-only key asking for quality": chat(a, platform.keys["fast-only"], "quality"),
+               "fast-only key asking for fast": chat(b, platform.keys["fast-only"], "fast")}
+    statuses = {name: answer.status for name, answer in answers.items()}
+    assert statuses == {"no key": 401, "unknown key": 401, "fast-only key asking for quality": 403,
+                        "fast-only key asking for fast": 200}, platform.explain(
+        f"{statuses}; errors: { {n: a.error for n, a in answers.items()} }", "gateway-a", "gateway-b")
+    assert "quality" in answers["fast-only key asking for quality"].error
+    record_property("measured", ", ".join(f"{n}: {s}" for n, s in statuses.items()))
+
+
+def test_a_requests_per_minute_limit_holds_across_both_gateways(platform, record_property):
+    """1. A requests/minute limit holds across both gateways (Redis)"""
+    key, urls = platform.keys["limited"], [g.url for g in platform.gateways]
+    answers = [chat(urls[i % 2], key, "fast", max_tokens=4) for i in range(stack.RPM_LIMIT + 1)]
+    statuses = [a.status for a in answers]
+    assert statuses == [200] * stack.RPM_LIMIT + [429], platform.explain(
+        f"requests alternating between the gateways got {statuses}; a limit counted in each gateway's memory "
+        f"would allow {2 * stack.RPM_LIMIT}", "gateway-a", "gateway-b", "redis")
+    assert int(answers[-1].headers.get("retry-after", "0")) > 0, answers[-1].headers
+    record_property("measured", f"limit {stack.RPM_LIMIT}/min, alternating A/B: {statuses}, retry-after {answers[-1].headers['retry-after']} s")
+
+
+def test_a_tokens_per_minute_limit_holds_across_both_gateways(platform, record_property):
+    """1. A tokens/minute limit holds across both gateways (Redis)"""
+    key, urls = platform.keys["metered"], [g.url for g in platform.gateways]
+    spent, statuses = [], []
+    for i in range(20):
+        answer = chat(urls[i % 2], key, "fast", max_tokens=40)
+        statuses.append(answer.status)
+        if answer.status != 200:
+            break
+        spent.append(answer.usage["total_tokens"])
+    assert statuses[-1] == 429, platform.explain(f"no 429 after {sum(spent)} tokens ({statuses})",
+                                                 "gateway-a", "gateway-b")
+    # Refused only once the tokens spent through both gateways together reached the limit, and no later than the
+    # first request after that: each gateway alone saw about half of them.
+    assert sum(spent) >= stack.TPM_LIMIT > sum(spent[:-1]), platform.explain(
+        f"429 after {len(spent)} requests and {sum(spent)} tokens ({spent}); limit {stack.TPM_LIMIT}",
+        "gateway-a", "gateway-b")
+    record_property("measured", f"limit {stack.TPM_LIMIT}/min, alternating A/B: 429 after {len(spent)} "
+                    f"requests and {sum(spent)} tokens")
+
+
+# 2. Routing and cost ----------------------------------------------------------------------------------------------
+
+def test_the_router_sends_a_greeting_to_fast_and_reasoning_to_quality(platform, record_property):
+    """2. auto: a greeting goes to fast, multi-step reasoning to quality"""
+    url, key = platform.gateways[0].url, platform.keys["team"]
+    greeting, reasoning = chat(url, key, gateway.AUTO, GREETING), chat(url, key, gateway.AUTO, REASONING)
+    routed = {}
+    for name, answer in (("greeting", greeting), ("reasoning", reasoning)):
+        assert answer.status == 200, platform.explain(f"{name}: {answer.status} {answer.error}", "gateway-a")
+        # The router's verdict, and the deployment that answered (model_info.id: "<tier>/<model key>").
+        routed[name] = (answer.headers.get("x-litellm-complexity-router-tier"), served_by(answer))
+    assert routed["greeting"] == ("SIMPLE", f"fast/{stack.FAST}"), routed
+    assert routed["reasoning"][0] in ("COMPLEX", "REASONING"), routed
+    assert routed["reasoning"][1] == f"quality/{stack.QUALITY}", routed
+    record_property("measured", "; ".join(f"{name}: {tier} -> {deployment}" for name, (tier, deployment) in routed.items()))
+
+
+def test_a_tier_by_name_answers_from_its_model_at_the_configured_price(platform, record_property):
+    """2. A tier by name; the cost header is tokens x configured prices"""
+    url, key = platform.gateways[1].url, platform.keys["team"]
+    answer = chat(url, key, "quality", max_tokens=24)
+    assert answer.status == 200, platform.explain(f"{answer.status} {answer.error}", "gateway-b")
+    assert answer.headers.get("x-litellm-model-group") == "quality", answer.headers
+    assert served_by(answer) == f"quality/{stack.QUALITY}", answer.headers
+    usage, price = answer.usage, stack.PRICES[stack.QUALITY]
+    expected = usage["prompt_tokens"] * price["input"] / 1000 + usage["completion_tokens"] * price["output"] / 1000
+    cost = float(answer.headers["x-litellm-response-cost"])
+    assert cost == pytest.approx(expected, rel=1e-6), (cost, expected, usage)
+    record_property("measured", f"quality -> {served_by(answer)}; {usage['prompt_tokens']} in + {usage['completion_tokens']} out "
+          f"= ${cost:.6f} (expected ${expected:.6f})")
+
+
+# 3. Streaming -----------------------------------------------------------------------------------------------------
+
+def test_a_stream_arrives_in_chunks_and_ends_properly(platform, record_property):
+    """3. A stream through the gateway arrives in chunks and ends properly"""
+    answer = chat(platform.gateways[0].url, platform.keys["team"], "fast", max_tokens=32, stream=True)
+    assert answer.status == 200, platform.explain(f"{answer.status} {answer.error}", "gateway-a")
+    content = [c for c in answer.chunks if c.get("choices") and c["choices"][0].get("delta", {}).get("content")]
+    assert len(content) >= 2 and answer.done and finish_reason(answer) in ("stop", "length"), (
+        len(content), answer.done, finish_reason(answer))
+    record_property("measured", f"{len(content)} content chunks, finish_reason {finish_reason(answer)}, [DONE] received")
+
+
+# 9. Prefix caching ------------------------------------------------------------------------------------------------
+
+def test_a_repeated_system_prompt_hits_the_prefix_cache(platform, record_property):
+    """9. A repeated system prompt hits vLLM's prefix cache"""
+    server = platform.vllm[stack.FAST]
+    before = metric(server.url, "vllm:prefix_cache_hits_total")
+    for question in ("What is the first rule?", "What is the last rule?"):
+        answer = chat(platform.gateways[0].url, platform.keys["team"], stack.FAST, question, system=SYSTEM_PROMPT)
+        assert answer.status == 200, platform.explain(f"{answer.status} {answer.error}", "gateway-a")
+    prompt_tokens = answer.usage["prompt_tokens"]
+    hits = metric(server.url, "vllm:prefix_cache_hits_total") - before
+    assert hits >= 128, platform.explain(f"{hits} prefix-cache hits for a repeated {prompt_tokens}-token prompt",
+                                         f"vllm-{stack.FAST}")
+    record_property("measured", f"+{hits:.0f} cached tokens on the repeat of a "
+          f"{prompt_tokens}-token prompt")
+
+
+# Performance ------------------------------------------------------------------------------------------------------
+
+def test_performance_direct_and_through_the_gateway(platform, record_property):
+    """Performance, direct and through the gateway (section below)"""
+    fast, url, key = platform.vllm[stack.FAST].url, platform.gateways[0].url, platform.keys["team"]
+    runs = []
+    for concurrency, requests in ((1, 30), (16, 96)):
+        runs.append(load("vLLM direct", fast, None, stack.FAST, concurrency, requests, max_tokens=16))
+        runs.append(load("through gateway", url, key, stack.FAST, concurrency, requests, max_tokens=16))
+    failures = {f"{r.path} c={r.concurrency}": r.failures for r in runs if r.failures}
+    assert not failures, platform.explain(f"failed requests: {failures}", "gateway-a", f"vllm-{stack.FAST}")
+    ratios = [g.percentile(50) / d.percentile(50) for d, g in zip(runs[::2], runs[1::2], strict=True)]
+    record_property("performance", [r.row() for r in runs])
+    record_property("measured", "gateway p50 / direct p50: " + ", ".join(
+        f"c={r.concurrency} {ratio:.1f}x" for r, ratio in zip(runs[::2], ratios, strict=True)))
+
+
+# 6. Metrics -------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def traffic(platform):
+    """Every name a client can ask for (each model, tier and `auto`) through both gateways, then until Prometheus
+    holds it: the metric checks below see a series per gateway and per name, so a query that KEDA would find
+    ambiguous (several series) shows up, whichever checks ran before."""
+    names = [*platform.cfg.models, *gateway.served_tiers(platform.cfg.models), gateway.AUTO]
+    for g in platform.gateways:
+        for name in names:
+            chat(g.url, platform.keys["team"], name, max_tokens=4)
+    per_gateway = f'count(count by (pod) ({signals.GATEWAY_REQUESTS}{{requested_model="{stack.ASLEEP}"}}))'
+    seen = wait_until(lambda: [r for r in platform.prometheus.query(per_gateway) if float(r["value"][1]) >= 2], 30)
+    assert seen, platform.explain(f"{per_gateway}: no series from both gateways", "prometheus")
+    return names
+
+
+def _platform_expressions(cfg) -> dict[str, str]:
+    found = {}
+    for group in stack.rule_groups(cfg):
+        for rule in group["rules"]:
+            found[f"rule {rule.get('record') or rule.get('alert')}"] = rule["expr"]
+    for board in dashboards.dashboards().values():
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                found[f"dashboard {board['title']} / {panel['title']}"] = target["expr"]
+    for key, m in cfg.models.items():
+        for q in signals.scaler_queries(key, m):
+            found[f"KEDA {key}/{q.name}"] = q.query
+    return found
+
+
+def test_every_engine_and_gateway_metric_the_platform_reads_has_series(platform, traffic, record_property):
+    """6. Every vLLM and gateway metric a rule, dashboard or trigger reads has series"""
+    used = {}
+    for where, expr in _platform_expressions(platform.cfg).items():
+        for name in metric_names(expr):
+            if name.startswith(("vllm:", "litellm_")):
+                used.setdefault(name, where)
+    missing = {name: where for name, where in used.items() if not platform.prometheus.query(f"count({name})")}
+    assert not missing, platform.explain(f"no series in Prometheus for {missing}", "prometheus")
+    assert any(n.startswith("vllm:") for n in used) and any(n.startswith("litellm_") for n in used), used
+    record_property("measured", f"{len(used)} names: {sum(n.startswith('vllm:') for n in used)} vLLM, "
+          f"{sum(n.startswith('litellm_') for n in used)} gateway")
+
+
+def _cluster_only(rules: list[dict]) -> set[str]:
+    """Recording rules that read, directly or through another recording, a metric only a cluster has."""
+    found: set[str] = set()
+    for rule in rules:
+        names = metric_names(rule["expr"])
+        if any(n.startswith(CLUSTER_ONLY) or n in found for n in names):
+            found.add(rule["record"])
+    return found
+
+
+def test_every_recording_rule_returns_data(platform, traffic, record_property):
+    """6. Every recording rule returns data"""
+    rules = [r for g in stack.rule_groups(platform.cfg) for r in g["rules"] if "record" in r]
+    skipped = _cluster_only(rules)
+    empty = sorted({r["record"] for r in rules if r["record"] not in skipped
+                    and not platform.prometheus.query(r["record"])})
+    assert not empty, platform.explain(f"recording rules without data: {empty}", "prometheus")
+    broken = {r["name"]: r.get("lastError") for g in platform.prometheus.get("/api/v1/rules")["data"]["groups"]
+              for r in g["rules"] if r["health"] != "ok"}
+    assert not broken, broken
+    checked = len({r["record"] for r in rules}) - len(skipped)
+    record_property("measured", f"{checked} recorded series with data; not checked (GPU, Karpenter, nodes): {', '.join(sorted(skipped))}")
+
+
+def test_every_keda_query_returns_one_series_per_model(platform, traffic, record_property):
+    """6. Every KEDA trigger query returns exactly one series per model"""
+    counts = {f"{key}/{q.name}": len(platform.prometheus.query(q.query))
+              for key, m in platform.cfg.models.items() for q in signals.scaler_queries(key, m)}
+    assert counts and all(n == 1 for n in counts.values()), platform.explain(
+        f"series per KEDA query (KEDA fails on anything but 1): {counts}", "prometheus")
+    record_property("measured", f"{len(counts)} queries over {len(platform.cfg.models)} models, 1 series each")
+
+
+# 8. Scale from zero -----------------------------------------------------------------------------------------------
+
+def test_requests_for_a_model_at_zero_raise_its_activation_query(platform, record_property):
+    """8. Requests for a model at zero raise its activation query above the threshold"""
+    m = platform.cfg.models[stack.ASLEEP]
+    [trigger] = [q for q in signals.scaler_queries(stack.ASLEEP, m) if q.activation_threshold is not None]
+    answers = [chat(g.url, platform.keys["team"], stack.ASLEEP) for g in platform.gateways]
+    assert all(a.status == 503 and a.headers.get("retry-after") for a in answers), [
+        (a.status, a.headers.get("retry-after"), a.error) for a in answers]
+
+    def value():
+        result = platform.prometheus.query(trigger.query)
+        return float(result[0]["value"][1]) if result and float(result[0]["value"][1]) > trigger.activation_threshold \
+            else None
+
+    seen = wait_until(value, 30)
+    assert seen, platform.explain(f"{trigger.query} stayed at or below {trigger.activation_threshold}", "prometheus")
+    record_property("measured", f"{len(answers)} requests answered 503 + retry-after; query = {seen:g} > {trigger.activation_threshold:g}")
+
+
+# 7. Alerts --------------------------------------------------------------------------------------------------------
+
+def test_a_burst_fires_the_queue_alert_which_resolves_after_it(platform, record_property):
+    """7. A burst fires LLMQueueDepthHigh, it resolves, Alertmanager tells Slack both"""
+    server, api, alert = platform.vllm[stack.QUALITY], platform.prometheus, "LLMQueueDepthHigh"
+    burst, answers = 32, []
+    threads = [threading.Thread(target=lambda: answers.append(chat(
+        server.url, None, stack.QUALITY, max_tokens=1000, ignore_eos=True))) for _ in range(burst)]
+    began = time.time()
+    for thread in threads:
+        thread.start()
+    try:
+        # Prometheus answers slowly while the burst takes both cores; its own ALERTS series is the record below.
+        wait_until(lambda: [a for a in api.alerts(alert) if a["state"] == "firing"], DEADLINE)
+    finally:  # never leave the burst running into the next check
+        for thread in threads:
+            thread.join(timeout=DEADLINE)
+    burst_seconds = time.time() - began
+    assert len(answers) == burst and all(a.status == 200 for a in answers), [a.status for a in answers]
+    resolved = wait_until(lambda: not api.alerts(alert), DEADLINE)
+    assert resolved, f"still active {DEADLINE} s after the burst: {api.alerts(alert)}"
+    resolved_after = time.time() - began - burst_seconds
+    window = f"{int(time.time() - began) + 10}s"
+    history = api.query(f'ALERTS{{alertname="{alert}", alertstate="firing", model="{stack.QUALITY}"}}[{window}]')
+    seen = {expr: api.query(f"max_over_time(({expr})[{window}:1s])") for expr in (
+        f'{signals.WAITING}{{model="{stack.QUALITY}"}}', f'{signals.READY}{{model="{stack.QUALITY}"}}',
+        f'{signals.WAITING}{{model="{stack.QUALITY}"}} / {signals.READY}{{model="{stack.QUALITY}"}}',
+        f'scrape_duration_seconds{{pod="{stack.QUALITY}-0"}}', f'1 - up{{pod="{stack.QUALITY}-0"}}')}
+    assert history, platform.explain(f"{alert} never fired for {stack.QUALITY} during the burst; highest values "
+                                     f"in Prometheus: {seen}", "prometheus", f"vllm-{stack.QUALITY}")
+    fired_after = float(history[0]["values"][0][0]) - began
+
+    def posted(status: str):
+        """Messages about the model's group in that state that list this alert (by its runbook anchor)."""
+        return [m for m in platform.slack for a in m.get("attachments", [])
+                if a.get("title", "").startswith(f"[{status}]") and a["title"].endswith(f" {stack.QUALITY}")
+                and f"#{alert.lower()}" in a.get("text", "")]
+
+    notified = wait_until(lambda: posted("FIRING") and posted("RESOLVED"), 30)
+    assert notified, platform.explain(f"Slack was not told both FIRING and RESOLVED for {alert}: {platform.slack}",
+                                      "alertmanager")
+    titles = [f'{a["title"]} ({", ".join(re.findall(r"#([a-z]+)", a["text"]))})'
+              for m in (*posted("FIRING"), *posted("RESOLVED")) for a in m["attachments"]]
+    record_property("measured", f"{burst} requests: firing {fired_after:.0f} s in (for: {stack.ALERT_FOR_IN_TEST}), burst over at "
+          f"{burst_seconds:.0f} s, resolved {resolved_after:.0f} s later; Slack: {titles}")
+
+
+# 4. Shutdown drain (stops the quality server) ---------------------------------------------------------------------
+
+def test_sigterm_drains_every_in_flight_stream_then_exits(platform, record_property):
+    """4. SIGTERM drains every in-flight stream (--shutdown-timeout), then the server exits"""
+    server = platform.vllm[stack.QUALITY]
+    streams, tokens, answers, delivered = 4, 1500, [], []
+    assert wait_until(lambda: in_engine(server.url) == 0, DEADLINE), "the server is still busy with earlier requests"
+    threads = [threading.Thread(target=lambda: answers.append(chat(
+        server.url, None, stack.QUALITY, max_tokens=tokens, stream=True, ignore_eos=True, on_chunk=delivered.append)))
+        for _ in range(streams)]
+    for thread in threads:
+        thread.start()
+    # SIGTERM once the engine holds every stream (two generating, two queued behind them: maxNumSeqs 2).
+    accepted = wait_until(lambda: in_engine(server.url) >= streams, 30, 0.1)
+    assert accepted, platform.explain("the streams never reached the engine", f"vllm-{stack.QUALITY}")
+    server.terminate()
+    terminated, at_sigterm = time.monotonic(), len(delivered)
+    for thread in threads:
+        thread.join(timeout=DEADLINE)
+    complete = [a for a in answers if a.status == 200 and a.done and finish_reason(a) == "length"
+                and a.usage.get("completion_tokens") == tokens]
+    assert len(complete) == streams, platform.explain(
+        f"{len(complete)}/{streams} in-flight streams completed after SIGTERM: "
+        f"{[(a.status, a.done, finish_reason(a), a.usage) for a in answers]}", f"vllm-{stack.QUALITY}")
+    try:
+        code = server.process.wait(timeout=stack.DRAIN_SECONDS + 30)
+    except subprocess.TimeoutExpired:
+        code = None
+    assert code is not None, platform.explain("still running after the drain", f"vllm-{stack.QUALITY}")
+    record_property("measured", f"SIGTERM with {at_sigterm} of {streams * tokens} tokens sent; {len(complete)}/{streams} streams "
+          f"completed; exited {code} {time.monotonic() - terminated:.0f} s after SIGTERM")
+
+
+# 5. Failover (the quality server is gone) -------------------------------------------------------------------------
+
+def test_a_tier_without_a_server_falls_back_and_a_model_without_one_gets_503(platform, record_property):
+    """5. A tier without a server falls back; a model without one gets 503 + retry-after"""
+    assert not platform.vllm[stack.QUALITY].alive()
+    key = platform.keys["team"]
+    fallback = [chat(g.url, key, "quality") for g in platform.gateways]
+    asleep = [chat(g.url, key, stack.ASLEEP) for g in platform.gateways]
+    assert all(a.status == 200 and served_by(a) == f"fast/{stack.FAST}" and a.headers.get("x-litellm-attempted-fallbacks")
+               for a in fallback), platform.explain(
+        f"quality with its server down: {[(a.status, a.error, a.headers.get('x-litellm-attempted-fallbacks')) for a in fallback]}",
+        "gateway-a", "gateway-b")
+    assert all(a.status == 503 and int(a.headers.get("retry-after", 0)) > 0 for a in asleep), [
+        (a.status, a.error) for a in asleep]
+    assert not any("Traceback" in str(a.body) for a in (*fallback, *asleep))
+    slowest = max(a.seconds for a in (*fallback, *asleep))
+    assert slowest < 30, f"a request took {slowest:.1f} s"
+    record_property("measured", f"quality answered by {served_by(fallback[0])} (fallbacks {fallback[0].headers['x-litellm-attempted-fallbacks']}); "
+          f"asleep 503, retry-after {asleep[0].headers['retry-after']} s; slowest {slowest:.1f} s")
+
+
+def test_the_model_down_alert_fires_for_the_stopped_server(platform, record_property):
+    """7. LLMModelDown fires for the stopped server only"""
+    def firing():
+        return [a for a in platform.prometheus.alerts("LLMModelDown")
+                if a["state"] == "firing" and a["labels"]["model"] == stack.QUALITY]
+
+    start = time.monotonic()
+    fired = wait_until(firing, DEADLINE)
+    assert fired, platform.explain(f"LLMModelDown did not fire for {stack.QUALITY}", "prometheus")
+    others = {a["labels"]["model"] for a in platform.prometheus.alerts("LLMModelDown")} - {stack.QUALITY}
+    assert not others, f"LLMModelDown also for {others} (a model at zero replicas is not down)"
+    record_property("measured", f"firing {time.monotonic() - start:.0f} s after this check began; not for {stack.ASLEEP} (min 0)")

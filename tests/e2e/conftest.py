@@ -1,0 +1,237 @@
+"""The platform on one machine, for `make e2e`: two real vLLM servers, two real LiteLLM gateways sharing a real
+Redis, a real Prometheus with the rendered rules, and a real Alertmanager with the rendered routing, all on
+127.0.0.1 and configured by tests/e2e/stack.py from the functions that render the stack. Started once for the
+session, stopped by PID at the end, pass or fail; logs stay in build/e2e/<server>/server.log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+import config
+from components import gateway, monitoring
+from tests.alertmanager_config import STAND_INS, alertmanager_config
+from tests.conftest import ROOT
+from tests.e2e import report, stack
+from tests.e2e.servers import Server, StartupFailed, free_port, fresh_folder, start
+from tests.e2e.stand_ins import Readiness, SlackWebhook, StateMetrics, serve
+from tests.prometheus import Api
+
+WORK = ROOT / "build" / "e2e"
+# Paths relative to the project (the Makefile's), made absolute: each server runs in its own folder.
+TOOLS = ROOT / os.environ.get("LLM_PLATFORM_TOOLS", "build/tools/usr/bin")
+VLLM_PYTHON = ROOT / os.environ.get("LLM_PLATFORM_VLLM_PYTHON", ".venv-upstream/bin/python")
+TINY_MODEL = WORK / "tiny-model"
+# Measured here: a vLLM server is healthy in 17-45 s alone; two start side by side on two cores.
+VLLM_STARTUP_SECONDS = 240
+STARTUP_SECONDS = 90
+
+
+@dataclass
+class Platform:
+    cfg: config.StackConfig
+    keys: dict[str, str]
+    vllm: dict[str, Server]
+    gateways: list[Server]
+    redis: Server
+    prometheus: Api
+    prometheus_server: Server
+    alertmanager: Server
+    slack: list[dict]
+
+    def servers(self) -> dict[str, Server]:
+        return {s.name: s for s in (*self.vllm.values(), *self.gateways, self.redis, self.prometheus_server,
+                                    self.alertmanager)}
+
+    def explain(self, message: str, *names: str) -> str:
+        """A failure message with the tail of each named server's log."""
+        servers = self.servers()
+        return "\n".join([message, *(servers[n].tail() for n in names)])
+
+
+# Starting each program -------------------------------------------------------------------------------------------
+
+def start_vllm(cfg, key: str, cpu: int | None) -> Server:
+    port = free_port()
+    folder = WORK / f"vllm-{key}"
+    env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT),
+           "TMPDIR": str(folder / "tmp"), "VLLM_CACHE_ROOT": str(folder / "cache"),
+           "XDG_CACHE_HOME": str(folder / "cache")}
+    if cpu is not None:
+        # Each server on a core of its own (its OpenMP threads bound to it too): two engines spinning on the same
+        # cores starve both, and a busy server must leave the other core to Prometheus and the gateways.
+        env["VLLM_CPU_OMP_THREADS_BIND"] = str(cpu)
+    (fresh_folder(folder) / "tmp").mkdir()
+    args = stack.server_args(key, cfg.models[key], str(TINY_MODEL), port)
+    (folder / "args.txt").write_text(" ".join(args) + "\n")
+    return start(f"vllm-{key}", [str(VLLM_PYTHON), "-m", "tests.upstream.vllm_cpu", "serve", *args], folder, port,
+                 env, cpus={cpu} if cpu is not None else None)
+
+
+def start_redis(password: str) -> Server:
+    port, folder = free_port(), WORK / "redis"
+    fresh_folder(folder)
+    # Debian's redis-server, unpacked by `make e2e-tools`: its jemalloc and lzf come from the same folder.
+    env = {"LD_LIBRARY_PATH": str(TOOLS.parent / "lib" / "x86_64-linux-gnu")}
+    argv = [str(TOOLS / "redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
+            "--requirepass", password, "--save", "", "--appendonly", "no", "--daemonize", "no"]
+    return start("redis", argv, folder, port, env)
+
+
+def redis_ready(server: Server, password: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    port = int(server.url.rsplit(":", 1)[1])
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise StartupFailed(f"redis exited with {server.process.returncode}\n{server.tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+                if b"+PONG" in s.recv(100):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise StartupFailed(f"redis did not answer PING in {seconds} s\n{server.tail()}")
+
+
+def start_gateway(name: str, cfg, backends: dict[str, str], master: str, keys: dict[str, str], redis: Server,
+                  redis_password: str) -> Server:
+    port, folder = free_port(), WORK / name
+    fresh_folder(folder)
+    rendered = gateway.litellm_config(cfg.models, backends, cfg.gateway, redis=gateway.RedisSettings(ssl=False))
+    (folder / "config.yaml").write_text(yaml.safe_dump(rendered))
+    for module, text in gateway.proxy_modules().items():
+        (folder / module).write_text(text)
+    (folder / "key-policy.json").write_text(json.dumps(gateway.key_policy(cfg.gateway, cfg.models)))
+    (folder / "hashes.json").write_text(gateway.key_hashes(master, keys))
+    secrets_ = {(gateway.KEYS_SECRET, "master-key"): master, (gateway.REDIS_SECRET, "host"): "127.0.0.1",
+                (gateway.REDIS_SECRET, "port"): redis.url.rsplit(":", 1)[1],
+                (gateway.REDIS_SECRET, "password"): redis_password}
+    paths = {f"{gateway.CONFIG_DIR}/key-policy.json": str(folder / "key-policy.json"),
+             f"{gateway.KEYS_DIR}/hashes.json": str(folder / "hashes.json")}
+    litellm = Path(sys.executable).parent / "litellm"
+    return start(name, [str(litellm), *stack.gateway_command(str(folder / "config.yaml"), port)], folder, port,
+                 stack.gateway_env(secrets_, paths))
+
+
+TEMPLATE_DIR = b"/usr/share/prometheus/alertmanager"
+TEMPLATE_LINK = "alertmanager-share"
+
+
+def start_alertmanager(cfg, slack_url: str) -> Server:
+    """Debian's Alertmanager reads its default template from a fixed path under /usr/share, which this machine
+    does not have (the package is unpacked, not installed). A copy of the binary has that path replaced by a
+    relative one of the same length, which resolves inside the server's own folder; the machine's /usr is left
+    alone."""
+    port, folder = free_port(), WORK / "alertmanager"
+    fresh_folder(folder)
+    relative = "./" * ((len(TEMPLATE_DIR) - len(TEMPLATE_LINK)) // 2) + TEMPLATE_LINK
+    assert len(relative) == len(TEMPLATE_DIR)
+    binary = folder / "alertmanager"
+    original = (TOOLS / "prometheus-alertmanager").read_bytes()
+    binary.write_bytes(original.replace(TEMPLATE_DIR, relative.encode()))
+    binary.chmod(0o755)
+    link = folder / TEMPLATE_LINK
+    if not link.exists():
+        link.symlink_to(TOOLS.parent / "share" / "prometheus" / "alertmanager")
+    config = alertmanager_config(stack.alertmanager_spec(cfg), {**STAND_INS, monitoring.SLACK_KEY: slack_url})
+    (folder / "alertmanager.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    argv = [str(binary), f"--config.file={folder / 'alertmanager.yaml'}", f"--storage.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+    return start("alertmanager", argv, folder, port)
+
+
+def start_prometheus(cfg, servers: dict[str, Server], gateways: list[Server], state_metrics: str,
+                     alertmanager: Server) -> Server:
+    port, folder = free_port(), WORK / "prometheus"
+    fresh_folder(folder)
+    (folder / "rules.yaml").write_text(yaml.safe_dump({"groups": stack.rule_groups(cfg)}))
+    address = {name: s.url.removeprefix("http://") for name, s in servers.items()}
+    scrape = stack.scrape_configs(cfg, address, {g.name: g.url.removeprefix("http://") for g in gateways},
+                                  state_metrics)
+    (folder / "prometheus.yaml").write_text(yaml.safe_dump(stack.prometheus_config(
+        scrape, str(folder / "rules.yaml"), alertmanager.url.removeprefix("http://"))))
+    argv = [str(TOOLS / "prometheus"), f"--config.file={folder / 'prometheus.yaml'}",
+            f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+            # A firing alert is sent again every minute by default; a few seconds, should a send fail under load.
+            "--rules.alert.resend-delay=5s"]
+    return start("prometheus", argv, folder, port)
+
+
+def _wait_ready(servers: list[tuple[Server, str, float]]) -> dict[str, float]:
+    """Seconds each server took to answer its readiness path; StartupFailed from the first that did not."""
+    with ThreadPoolExecutor(len(servers)) as pool:
+        waits = {s.name: pool.submit(s.wait_ready, path, seconds) for s, path, seconds in servers}
+        return {name: round(wait.result(), 1) for name, wait in waits.items()}
+
+
+# The session's platform ------------------------------------------------------------------------------------------
+
+def _missing_tools() -> list[str]:
+    needed = [TOOLS / n for n in ("prometheus", "prometheus-alertmanager", "redis-server")] + [VLLM_PYTHON]
+    return [str(p) for p in needed if not p.exists()] + ([] if (TINY_MODEL / "config.json").exists()
+                                                        else [str(TINY_MODEL)])
+
+
+@pytest.fixture(scope="session")
+def platform():
+    missing = _missing_tools()
+    if missing:
+        pytest.fail(f"missing {missing}: `make e2e` installs and unpacks them")
+    cfg = stack.stack_config()
+    keys = {name: f"sk-e2e-{name}-{secrets.token_hex(8)}" for name in cfg.gateway.keys}
+    master, redis_password = f"sk-e2e-master-{secrets.token_hex(8)}", secrets.token_hex(16)
+    started: list[Server] = []
+    readiness = None
+    helpers = [serve(StateMetrics), serve(SlackWebhook)]
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        vllm = {}
+        for i, key in enumerate(stack.SERVED):
+            vllm[key] = start_vllm(cfg, key, cpus[i] if len(cpus) >= len(stack.SERVED) else None)
+            started.append(vllm[key])
+        redis = start_redis(redis_password)
+        started.append(redis)
+        redis_ready(redis, redis_password)
+        backends = {k: s.url for k, s in vllm.items()} | {stack.ASLEEP: f"http://127.0.0.1:{free_port()}"}
+        gateways = [start_gateway(name, cfg, backends, master, keys, redis, redis_password)
+                    for name in ("gateway-a", "gateway-b")]
+        started += gateways
+        pods = {f"{k}-0": s for k, s in vllm.items()}
+        readiness = Readiness(cfg, pods)
+        readiness.start()
+        StateMetrics.cfg, StateMetrics.readiness = cfg, readiness
+        SlackWebhook.received = []
+        timings = _wait_ready([*((s, "/health", VLLM_STARTUP_SECONDS) for s in vllm.values()),
+                               *((g, "/health/readiness", STARTUP_SECONDS) for g in gateways)])
+        # Monitoring starts once the servers are up, so that no check sees the alerts of their start-up.
+        alertmanager = start_alertmanager(cfg, f"http://127.0.0.1:{helpers[1].server_port}/slack")
+        started.append(alertmanager)
+        prometheus = start_prometheus(cfg, pods, gateways,
+                                      f"127.0.0.1:{helpers[0].server_port}", alertmanager)
+        started.append(prometheus)
+        timings |= _wait_ready([(alertmanager, "/-/ready", STARTUP_SECONDS), (prometheus, "/-/ready", STARTUP_SECONDS)])
+        report.STARTUP.update(timings)
+        api = Api(prometheus.url, prometheus.log)
+        yield Platform(cfg, keys, vllm, gateways, redis, api, prometheus, alertmanager, SlackWebhook.received)
+    except StartupFailed as error:
+        pytest.fail(str(error))
+    finally:
+        if readiness:
+            readiness.stopped.set()
+        for server in reversed(started):
+            server.stop()
+        for helper in helpers:
+            helper.shutdown()

@@ -1,0 +1,181 @@
+"""The stack the end-to-end run deploys on 127.0.0.1, and what each rendered artefact becomes off a cluster.
+
+Everything here comes from the functions that render the real stack (vLLM arguments, the LiteLLM config, key
+policy and hashes, the gateway's container, recording and alerting rules, monitors, Alertmanager routing). Each
+change made to run on one machine without a GPU is a named function below with the reason; nothing else differs.
+"""
+
+from __future__ import annotations
+
+import config
+from components import gateway, model_server, monitoring, signals
+from components.vllm_service import vllm_args
+from tests.prometheus import OPERATOR_RELABELINGS, pod_target, relabel
+
+# Two tiers with a server each, so routing, fallback and per-tier cost are real; a third model at zero replicas for
+# the scale-from-zero signal. All three are the same catalog model (the planner's checks run on it); every server
+# loads the same tiny local checkpoint instead.
+FAST, QUALITY, ASLEEP = "small", "large", "asleep"
+SERVED = (FAST, QUALITY)
+# Limits small enough to cross in a few requests: `limited` by requests, `metered` by tokens.
+RPM_LIMIT = 4
+TPM_LIMIT = 300
+# The quality server runs two sequences at a time and alerts at 2 waiting per server (2 x waitingRequestsPerReplica),
+# so a burst of a few dozen requests must queue and fire LLMQueueDepthHigh.
+QUALITY_MAX_SEQS = 2
+QUALITY_QUEUE_TARGET = 1
+DRAIN_SECONDS = 30
+PRICES = {FAST: {"input": 0.1, "output": 0.2}, QUALITY: {"input": 1.0, "output": 2.0}}
+MAX_MODEL_LEN = 2048
+
+
+def stack_config() -> config.StackConfig:
+    common = {"model": "llama-3.1-8b", "gpuPool": "gpu", "maxModelLen": MAX_MODEL_LEN, "drainSeconds": DRAIN_SECONDS}
+    return config.parse("e2e", {
+        "cluster": {"region": "us-west-2"},
+        "gpuPools": {"gpu": {"instanceFamilies": ["g6e"], "gpuLimit": 8}},
+        "models": {
+            FAST: {**common, "tier": "fast", "costPer1kTokens": PRICES[FAST], "maxReplicas": 2},
+            QUALITY: {**common, "tier": "quality", "costPer1kTokens": PRICES[QUALITY], "maxReplicas": 2,
+                      "maxNumSeqs": QUALITY_MAX_SEQS,
+                      "autoscaling": {"waitingRequestsPerReplica": QUALITY_QUEUE_TARGET},
+                      # Long generations on one core are slow: keep the latency alert out of the queue alert's way.
+                      "slo": {"p99LatencySeconds": 120}},
+            ASLEEP: {**common, "minReplicas": 0, "maxReplicas": 1},
+        },
+        "monitoring": {"alerting": {"slack": True}},
+        "gateway": {"ingress": {"enabled": False}, "keys": {
+            "team": {"models": ["*"], "requestsPerMinute": 100000, "tokensPerMinute": 10000000},
+            "fast-only": {"models": ["fast"], "requestsPerMinute": 100000, "tokensPerMinute": 10000000},
+            "limited": {"models": ["fast"], "requestsPerMinute": RPM_LIMIT, "tokensPerMinute": 10000000},
+            "metered": {"models": ["fast"], "requestsPerMinute": 100000, "tokensPerMinute": TPM_LIMIT},
+        }},
+    })
+
+
+# vLLM ------------------------------------------------------------------------------------------------------------
+
+# Flags a CPU cannot honour, with the reason; the e2e stack sets none of them, and a rendered list that has one
+# fails loudly rather than running something other than what the cluster runs.
+CPU_CANNOT = {
+    "--quantization": "vLLM's CPU backend has no FP8/AWQ/GPTQ kernels for these checkpoints",
+    "--kv-cache-dtype": "the CPU attention backend keeps its KV cache in the model's dtype",
+    "--load-format": "runai_streamer streams from the S3 registry, which does not exist here",
+}
+
+
+def server_args(key: str, m: config.ModelDeployment, model_dir: str, port: int) -> list[str]:
+    """The rendered `vllm serve` arguments with three substitutions: the local tiny checkpoint for the Hub or S3
+    location (nothing can be downloaded), 127.0.0.1 for 0.0.0.0 (nothing here listens beyond loopback), and a free
+    port for 8000 (two servers share one host). Everything else, including --shutdown-timeout, is as rendered.
+    On vLLM's CPU backend --gpu-memory-utilization is a share of the host's memory (vllm/v1/worker/cpu_worker.py,
+    0.32.0), which two servers at 0.92 could not both have; the run sets VLLM_CPU_KVCACHE_SPACE, which fixes the KV
+    cache size and skips that check. So the capacity planner's GPU-memory arithmetic is not exercised here."""
+    rendered = vllm_args(key, m, "e2e-registry", port)
+    unsupported = sorted(set(rendered) & set(CPU_CANNOT))
+    if unsupported:
+        raise ValueError(f"{key}: {unsupported} cannot run on a CPU ({[CPU_CANNOT[f] for f in unsupported]})")
+    args = [model_dir, *rendered[1:]]
+    args[args.index("--host") + 1] = "127.0.0.1"
+    return args
+
+
+# Gateway ---------------------------------------------------------------------------------------------------------
+
+def gateway_command(config_path: str, port: int) -> list[str]:
+    """The gateway container's arguments as rendered, with the local config path and a loopback port."""
+    [container] = gateway.pod_spec("e2e")["spec"]["containers"]
+    args = list(container["args"])
+    args[args.index("--config") + 1] = config_path
+    args[args.index("--port") + 1] = str(port)
+    return [*args, "--host", "127.0.0.1"]
+
+
+def gateway_env(secrets: dict[tuple[str, str], str], paths: dict[str, str]) -> dict[str, str]:
+    """The gateway container's environment as rendered: literal values (with mounted paths mapped to local
+    files), and each Secret reference resolved from `secrets[(secret name, key)]`. A reference the run cannot
+    resolve is an error: the pod would not start either."""
+    [container] = gateway.pod_spec("e2e")["spec"]["containers"]
+    env = {}
+    for entry in container["env"]:
+        if "value" in entry:
+            env[entry["name"]] = paths.get(entry["value"], entry["value"])
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = secrets[(ref["name"], ref["key"])]
+    return env
+
+
+# Monitoring ------------------------------------------------------------------------------------------------------
+
+ALERT_FOR_IN_TEST = "5s"
+
+
+def rule_groups(cfg: config.StackConfig) -> list[dict]:
+    """The rendered rules with every alert's `for` cut to a few seconds: in a cluster they wait minutes (15 for
+    the queue alert) so that a blip does not page; the condition itself is unchanged."""
+    groups = signals.prometheus_rule_groups(cfg)
+    for group in groups:
+        for rule in group["rules"]:
+            if "alert" in rule:
+                rule["for"] = ALERT_FOR_IN_TEST
+    return groups
+
+
+ROUTE_TIMING_IN_TEST = {"groupWait": "1s", "groupInterval": "5s"}
+
+
+def alertmanager_spec(cfg: config.StackConfig) -> dict:
+    """The rendered routing with its waits cut likewise: a group's first notification waits 30 s in a cluster (to
+    batch alerts that fire together) and later ones 5 minutes; routes, receivers and inhibition are unchanged."""
+    spec = monitoring.alertmanager_config_spec(cfg.monitoring.alerting)
+
+    def cut(route: dict) -> None:
+        route.update({k: v for k, v in ROUTE_TIMING_IN_TEST.items() if k in route})
+        for child in route.get("routes", []):
+            cut(child)
+
+    cut(spec["route"])
+    return spec
+
+
+def pod_labels(key: str, m: config.ModelDeployment) -> dict[str, str]:
+    """A model server pod's labels as Kubernetes service discovery names them (`.`, `/`, `-` become `_`)."""
+    return {name.replace(".", "_").replace("/", "_").replace("-", "_"): value
+            for name, value in model_server.labels(key, m.engine, m.tier).items()}
+
+
+def scrape_configs(cfg: config.StackConfig, servers: dict[str, str], gateways: dict[str, str],
+                   state_metrics: str) -> list[dict]:
+    """Monitors as the operator would write them. `servers` and `gateways` map a pod name to its address;
+    a server's pod name starts with its model key."""
+    [endpoint] = monitoring.model_server_pod_monitor_spec()["podMetricsEndpoints"]
+    [gateway_endpoint] = gateway.service_monitor_spec()["endpoints"]
+    model_targets = []
+    for pod, address in servers.items():
+        key = next(k for k in cfg.models if pod.startswith(f"{k}-"))
+        model_targets.append(pod_target(address, endpoint["path"], model_server.NAMESPACE, pod,
+                                        **pod_labels(key, cfg.models[key])))
+    return [
+        {"job_name": "model-servers", "static_configs": model_targets,
+         "relabel_configs": OPERATOR_RELABELINGS + relabel(endpoint["relabelings"])},
+        {"job_name": "gateway", "relabel_configs": OPERATOR_RELABELINGS,
+         "metric_relabel_configs": relabel(gateway_endpoint["metricRelabelings"]),
+         "static_configs": [pod_target(address, gateway_endpoint["path"], gateway.NAMESPACE, pod)
+                            for pod, address in gateways.items()]},
+        {"job_name": "kube-state-metrics", "honor_labels": True, "relabel_configs": OPERATOR_RELABELINGS,
+         "static_configs": [pod_target(state_metrics, "/metrics", monitoring.NAMESPACE, "kube-state-metrics-0")]},
+    ]
+
+
+def prometheus_config(scrape: list[dict], rules_path: str, alertmanager: str | None) -> dict:
+    return {
+        # The cluster scrapes every 15 s; 3 s lets rates and alerts move within a short run and leaves a busy
+        # server (two cores shared by everything) time to answer.
+        "global": {"scrape_interval": "3s", "scrape_timeout": "3s", "evaluation_interval": "1s"},
+        "rule_files": [rules_path],
+        "scrape_configs": scrape,
+        # Two cores shared with busy model servers: give Alertmanager longer than the default 10 s to take alerts.
+        **({"alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}], "timeout": "30s"}]}}
+           if alertmanager else {}),
+    }

@@ -1,0 +1,99 @@
+"""The end-to-end run (`make e2e`) must run what the cluster runs: these check, without starting anything, that each
+change tests/e2e/stack.py makes to the rendered artefacts is only the one it names."""
+
+from __future__ import annotations
+
+import pytest
+
+import config
+from components import gateway, monitoring, signals
+from components.vllm_service import vllm_args
+from tests.e2e import stack
+
+
+@pytest.fixture(scope="module")
+def cfg() -> config.StackConfig:
+    return stack.stack_config()
+
+
+@pytest.mark.parametrize("key", stack.SERVED)
+def test_a_server_runs_the_rendered_arguments_with_only_location_host_and_port_replaced(cfg, key):
+    rendered = vllm_args(key, cfg.models[key], "e2e-registry", 18000)
+    local = stack.server_args(key, cfg.models[key], "/models/tiny", 18000)
+    changed = {i: (rendered[i], local[i]) for i in range(len(rendered)) if rendered[i] != local[i]}
+    assert len(local) == len(rendered)
+    assert changed == {0: (rendered[0], "/models/tiny"),
+                       rendered.index("--host") + 1: ("0.0.0.0", "127.0.0.1")}
+    assert local[local.index("--shutdown-timeout") + 1] == str(stack.DRAIN_SECONDS)
+
+
+def test_the_quality_server_queues_beyond_two_sequences(cfg):
+    args = stack.server_args(stack.QUALITY, cfg.models[stack.QUALITY], "/m", 1)
+    assert args[args.index("--max-num-seqs") + 1] == str(stack.QUALITY_MAX_SEQS)
+    assert signals.queue_alert_per_replica(cfg.models[stack.QUALITY]) == 2 * stack.QUALITY_QUEUE_TARGET
+
+
+def test_a_flag_a_cpu_cannot_honour_is_refused_by_name(cfg):
+    quantized = cfg.models[stack.FAST].model_copy(update={"quantization": "fp8"})
+    with pytest.raises(ValueError, match="--quantization"):
+        stack.server_args(stack.FAST, quantized, "/m", 1)
+
+
+def test_alert_conditions_are_as_rendered_and_only_their_wait_is_cut(cfg):
+    rendered = signals.prometheus_rule_groups(cfg)
+    local = stack.rule_groups(cfg)
+    alerts = [r for g in local for r in g["rules"] if "alert" in r]
+    assert alerts and all(r["for"] == stack.ALERT_FOR_IN_TEST for r in alerts)
+    strip = [[{k: v for k, v in r.items() if k != "for"} for r in g["rules"]] for g in rendered]
+    assert [[{k: v for k, v in r.items() if k != "for"} for r in g["rules"]] for g in local] == strip
+
+
+def test_alert_routing_is_as_rendered_and_only_its_waits_are_cut(cfg):
+    rendered = monitoring.alertmanager_config_spec(cfg.monitoring.alerting)
+    local = stack.alertmanager_spec(cfg)
+    assert local["receivers"] == rendered["receivers"] and local["inhibitRules"] == rendered["inhibitRules"]
+
+    def timings(route: dict) -> list:
+        return [{k: route[k] for k in ("groupWait", "groupInterval") if k in route},
+                *(t for child in route.get("routes", []) for t in timings(child))]
+
+    def without_timings(route: dict) -> dict:
+        return {k: ([without_timings(c) for c in v] if k == "routes" else v) for k, v in route.items()
+                if k not in ("groupWait", "groupInterval")}
+
+    assert without_timings(local["route"]) == without_timings(rendered["route"])
+    assert timings(local["route"])[0] == stack.ROUTE_TIMING_IN_TEST
+    assert rendered["route"]["groupWait"] != stack.ROUTE_TIMING_IN_TEST["groupWait"]
+
+
+def test_the_gateway_gets_the_rendered_environment_with_secrets_resolved():
+    secrets = {(gateway.KEYS_SECRET, "master-key"): "m", (gateway.REDIS_SECRET, "host"): "127.0.0.1",
+               (gateway.REDIS_SECRET, "port"): "6390", (gateway.REDIS_SECRET, "password"): "p"}
+    paths = {f"{gateway.KEYS_DIR}/hashes.json": "/local/hashes.json"}
+    env = stack.gateway_env(secrets, paths)
+    assert env["LITELLM_MASTER_KEY"] == "m" and env["REDIS_PORT"] == "6390"
+    assert env[gateway.HASHES_FILE] == "/local/hashes.json"
+    assert env["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    with pytest.raises(KeyError):  # a Secret the run does not provide: the pod would not start either
+        stack.gateway_env({k: v for k, v in secrets.items() if k[1] != "password"}, paths)
+
+
+def test_the_gateway_runs_the_rendered_arguments_on_loopback():
+    command = stack.gateway_command("/local/config.yaml", 4100)
+    assert command[command.index("--config") + 1] == "/local/config.yaml"
+    assert command[command.index("--port") + 1] == "4100"
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--num_workers") + 1] == "1"
+
+
+def test_monitors_scrape_what_the_cluster_scrapes(cfg):
+    scrape = {job["job_name"]: job for job in stack.scrape_configs(
+        cfg, {f"{stack.FAST}-0": "127.0.0.1:1"}, {"gateway-a": "127.0.0.1:2"}, "127.0.0.1:3")}
+    [target] = scrape["model-servers"]["static_configs"]
+    assert target["labels"]["__meta_kubernetes_pod_label_llm_platform_io_model"] == stack.FAST
+    assert target["labels"]["__meta_kubernetes_pod_label_llm_platform_io_tier"] == "fast"
+    assert {"source_labels": ["__meta_kubernetes_pod_label_llm_platform_io_model"], "target_label": "model",
+            "action": "replace"} in scrape["model-servers"]["relabel_configs"]
+    [gateway_target] = scrape["gateway"]["static_configs"]
+    assert gateway_target["labels"]["__metrics_path__"] == "/metrics/"
+    assert scrape["gateway"]["metric_relabel_configs"][0]["action"] == "labeldrop"
