@@ -82,7 +82,8 @@ def test_a_requests_per_minute_limit_holds_across_both_gateways(platform, record
         f"requests alternating between the gateways got {statuses}; a limit counted in each gateway's memory "
         f"would allow {2 * stack.RPM_LIMIT}", "gateway-a", "gateway-b", "redis")
     assert int(answers[-1].headers.get("retry-after", "0")) > 0, answers[-1].headers
-    record_property("measured", f"limit {stack.RPM_LIMIT}/min, alternating A/B: {statuses}, retry-after {answers[-1].headers['retry-after']} s")
+    record_property("measured", f"limit {stack.RPM_LIMIT}/min, alternating A/B: {statuses}, "
+                    f"retry-after {answers[-1].headers['retry-after']} s")
 
 
 def test_a_tokens_per_minute_limit_holds_across_both_gateways(platform, record_property):
@@ -120,7 +121,8 @@ def test_the_router_sends_a_greeting_to_fast_and_reasoning_to_quality(platform, 
     assert routed["greeting"] == ("SIMPLE", f"fast/{stack.FAST}"), routed
     assert routed["reasoning"][0] in ("COMPLEX", "REASONING"), routed
     assert routed["reasoning"][1] == f"quality/{stack.QUALITY}", routed
-    record_property("measured", "; ".join(f"{name}: {tier} -> {deployment}" for name, (tier, deployment) in routed.items()))
+    record_property("measured", "; ".join(f"{name}: {tier} -> {deployment}"
+                                          for name, (tier, deployment) in routed.items()))
 
 
 def test_a_tier_by_name_answers_from_its_model_at_the_configured_price(platform, record_property):
@@ -134,8 +136,8 @@ def test_a_tier_by_name_answers_from_its_model_at_the_configured_price(platform,
     expected = usage["prompt_tokens"] * price["input"] / 1000 + usage["completion_tokens"] * price["output"] / 1000
     cost = float(answer.headers["x-litellm-response-cost"])
     assert cost == pytest.approx(expected, rel=1e-6), (cost, expected, usage)
-    record_property("measured", f"quality -> {served_by(answer)}; {usage['prompt_tokens']} in + {usage['completion_tokens']} out "
-          f"= ${cost:.6f} (expected ${expected:.6f})")
+    record_property("measured", f"quality -> {served_by(answer)}; {usage['prompt_tokens']} in + "
+                    f"{usage['completion_tokens']} out = ${cost:.6f} (expected ${expected:.6f})")
 
 
 # 3. Streaming -----------------------------------------------------------------------------------------------------
@@ -147,7 +149,8 @@ def test_a_stream_arrives_in_chunks_and_ends_properly(platform, record_property)
     content = [c for c in answer.chunks if c.get("choices") and c["choices"][0].get("delta", {}).get("content")]
     assert len(content) >= 2 and answer.done and finish_reason(answer) in ("stop", "length"), (
         len(content), answer.done, finish_reason(answer))
-    record_property("measured", f"{len(content)} content chunks, finish_reason {finish_reason(answer)}, [DONE] received")
+    record_property("measured", f"{len(content)} content chunks, finish_reason {finish_reason(answer)}, "
+                    "[DONE] received")
 
 
 # 9. Prefix caching ------------------------------------------------------------------------------------------------
@@ -163,8 +166,7 @@ def test_a_repeated_system_prompt_hits_the_prefix_cache(platform, record_propert
     hits = metric(server.url, "vllm:prefix_cache_hits_total") - before
     assert hits >= 128, platform.explain(f"{hits} prefix-cache hits for a repeated {prompt_tokens}-token prompt",
                                          f"vllm-{stack.FAST}")
-    record_property("measured", f"+{hits:.0f} cached tokens on the repeat of a "
-          f"{prompt_tokens}-token prompt")
+    record_property("measured", f"+{hits:.0f} cached tokens on the repeat of a {prompt_tokens}-token prompt")
 
 
 # Performance ------------------------------------------------------------------------------------------------------
@@ -178,10 +180,8 @@ def test_performance_direct_and_through_the_gateway(platform, record_property):
         runs.append(load("through gateway", url, key, stack.FAST, concurrency, requests, max_tokens=16))
     failures = {f"{r.path} c={r.concurrency}": r.failures for r in runs if r.failures}
     assert not failures, platform.explain(f"failed requests: {failures}", "gateway-a", f"vllm-{stack.FAST}")
-    ratios = [g.percentile(50) / d.percentile(50) for d, g in zip(runs[::2], runs[1::2], strict=True)]
     record_property("performance", [r.row() for r in runs])
-    record_property("measured", "gateway p50 / direct p50: " + ", ".join(
-        f"c={r.concurrency} {ratio:.1f}x" for r, ratio in zip(runs[::2], ratios, strict=True)))
+    record_property("measured", f"{sum(r.requests for r in runs)} requests in {len(runs)} runs, none failed")
 
 
 # 6. Metrics -------------------------------------------------------------------------------------------------------
@@ -251,7 +251,8 @@ def test_every_recording_rule_returns_data(platform, traffic, record_property):
               for r in g["rules"] if r["health"] != "ok"}
     assert not broken, broken
     checked = len({r["record"] for r in rules}) - len(skipped)
-    record_property("measured", f"{checked} recorded series with data; not checked (GPU, Karpenter, nodes): {', '.join(sorted(skipped))}")
+    record_property("measured", f"{checked} recorded series with data; not checked (GPU, Karpenter, nodes): "
+                    f"{', '.join(sorted(skipped))}")
 
 
 def test_every_keda_query_returns_one_series_per_model(platform, traffic, record_property):
@@ -280,7 +281,8 @@ def test_requests_for_a_model_at_zero_raise_its_activation_query(platform, recor
 
     seen = wait_until(value, 30)
     assert seen, platform.explain(f"{trigger.query} stayed at or below {trigger.activation_threshold}", "prometheus")
-    record_property("measured", f"{len(answers)} requests answered 503 + retry-after; query = {seen:g} > {trigger.activation_threshold:g}")
+    record_property("measured", f"{len(answers)} requests answered 503 + retry-after; "
+                    f"query = {seen:g} > {trigger.activation_threshold:g}")
 
 
 # 7. Alerts --------------------------------------------------------------------------------------------------------
@@ -326,8 +328,8 @@ def test_a_burst_fires_the_queue_alert_which_resolves_after_it(platform, record_
                                       "alertmanager")
     titles = [f'{a["title"]} ({", ".join(re.findall(r"#([a-z]+)", a["text"]))})'
               for m in (*posted("FIRING"), *posted("RESOLVED")) for a in m["attachments"]]
-    record_property("measured", f"{burst} requests: firing {fired_after:.0f} s in (for: {stack.ALERT_FOR_IN_TEST}), burst over at "
-          f"{burst_seconds:.0f} s, resolved {resolved_after:.0f} s later; Slack: {titles}")
+    record_property("measured", f"{burst} requests: firing {fired_after:.0f} s in (for: {stack.ALERT_FOR_IN_TEST}), "
+                    f"burst over at {burst_seconds:.0f} s, resolved {resolved_after:.0f} s later; Slack: {titles}")
 
 
 # 4. Shutdown drain (stops the quality server) ---------------------------------------------------------------------
@@ -359,8 +361,9 @@ def test_sigterm_drains_every_in_flight_stream_then_exits(platform, record_prope
     except subprocess.TimeoutExpired:
         code = None
     assert code is not None, platform.explain("still running after the drain", f"vllm-{stack.QUALITY}")
-    record_property("measured", f"SIGTERM with {at_sigterm} of {streams * tokens} tokens sent; {len(complete)}/{streams} streams "
-          f"completed; exited {code} {time.monotonic() - terminated:.0f} s after SIGTERM")
+    record_property("measured", f"SIGTERM with {at_sigterm} of {streams * tokens} tokens sent; "
+                    f"{len(complete)}/{streams} streams completed; exited {code} "
+                    f"{time.monotonic() - terminated:.0f} s after SIGTERM")
 
 
 # 5. Failover (the quality server is gone) -------------------------------------------------------------------------
@@ -371,17 +374,17 @@ def test_a_tier_without_a_server_falls_back_and_a_model_without_one_gets_503(pla
     key = platform.keys["team"]
     fallback = [chat(g.url, key, "quality") for g in platform.gateways]
     asleep = [chat(g.url, key, stack.ASLEEP) for g in platform.gateways]
-    assert all(a.status == 200 and served_by(a) == f"fast/{stack.FAST}" and a.headers.get("x-litellm-attempted-fallbacks")
-               for a in fallback), platform.explain(
-        f"quality with its server down: {[(a.status, a.error, a.headers.get('x-litellm-attempted-fallbacks')) for a in fallback]}",
-        "gateway-a", "gateway-b")
+    fallbacks = [a.headers.get("x-litellm-attempted-fallbacks") for a in fallback]
+    assert all(a.status == 200 and served_by(a) == f"fast/{stack.FAST}" for a in fallback) and all(fallbacks), (
+        platform.explain(f"quality with its server down: {[(a.status, a.error) for a in fallback]}, "
+                         f"fallbacks {fallbacks}", "gateway-a", "gateway-b"))
     assert all(a.status == 503 and int(a.headers.get("retry-after", 0)) > 0 for a in asleep), [
         (a.status, a.error) for a in asleep]
     assert not any("Traceback" in str(a.body) for a in (*fallback, *asleep))
     slowest = max(a.seconds for a in (*fallback, *asleep))
     assert slowest < 30, f"a request took {slowest:.1f} s"
-    record_property("measured", f"quality answered by {served_by(fallback[0])} (fallbacks {fallback[0].headers['x-litellm-attempted-fallbacks']}); "
-          f"asleep 503, retry-after {asleep[0].headers['retry-after']} s; slowest {slowest:.1f} s")
+    record_property("measured", f"quality answered by {served_by(fallback[0])} (fallbacks {fallbacks[0]}); "
+                    f"asleep 503, retry-after {asleep[0].headers['retry-after']} s; slowest {slowest:.1f} s")
 
 
 def test_the_model_down_alert_fires_for_the_stopped_server(platform, record_property):
@@ -395,4 +398,5 @@ def test_the_model_down_alert_fires_for_the_stopped_server(platform, record_prop
     assert fired, platform.explain(f"LLMModelDown did not fire for {stack.QUALITY}", "prometheus")
     others = {a["labels"]["model"] for a in platform.prometheus.alerts("LLMModelDown")} - {stack.QUALITY}
     assert not others, f"LLMModelDown also for {others} (a model at zero replicas is not down)"
-    record_property("measured", f"firing {time.monotonic() - start:.0f} s after this check began; not for {stack.ASLEEP} (min 0)")
+    record_property("measured", f"firing {time.monotonic() - start:.0f} s after this check began; "
+                    f"not for {stack.ASLEEP} (min 0)")

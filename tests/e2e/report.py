@@ -38,8 +38,9 @@ def _performance(rows: list[dict]) -> list[str]:
     for concurrency in sorted({p["concurrency"] for p in rows}):
         direct, through = by.get(("vLLM direct", concurrency)), by.get(("through gateway", concurrency))
         if direct and through:
-            lines.append(f"\nGateway latency / direct latency at concurrency {concurrency}: "
-                         f"p50 {through['p50_ms'] / direct['p50_ms']:.1f}x, p99 {through['p99_ms'] / direct['p99_ms']:.1f}x")
+            p50, p99 = (through[p] / direct[p] for p in ("p50_ms", "p99_ms"))
+            lines.append(f"\nGateway latency / direct latency at concurrency {concurrency}: p50 {p50:.1f}x, "
+                         f"p99 {p99:.1f}x")
     return lines
 
 
