@@ -11,7 +11,7 @@ from config.engines import NEEDS_QUANTIZED_CHECKPOINT, TGI_QUANTIZE, VLLM_QUANTI
 from config.errors import Problem
 from config.instances import types_in_pool
 from config.model_catalog import MODELS
-from config.schema import DNS_LABEL, TIERS, StackConfig
+from config.schema import DNS_LABEL, TIERS, ModelDeployment, StackConfig
 
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
@@ -185,7 +185,9 @@ def _check_fit(path: str, m, pool) -> list[Problem]:
         max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs)
     input_problems = planner.validate(replace(template, gpu_memory_gib=1.0))
     if input_problems:
-        return [Problem(path, m.model, p) for p in input_problems]
+        # Every input the planner checks here came from one of the model's own keys.
+        return [Problem(f"{path}.{ModelDeployment.model_fields[p.field].alias}", p.value, p.why)
+                for p in input_problems]
     problems = []
     for instance in types_in_pool(pool.instance_families, pool.instance_types):
         gpu = instance.gpu_spec

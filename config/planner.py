@@ -137,39 +137,56 @@ def scheduler_defaults(gpu_memory_gib: float, gpu_name: str) -> tuple[int, int]:
     return 2048, 256
 
 
-def validate(req: SizingRequest) -> list[str]:
+@dataclass(frozen=True)
+class InputProblem:
+    """One bad input: the SizingRequest field, its value, and what is allowed. Callers name the field in their own
+    vocabulary (config keys, command-line flags); str() uses the field's own name."""
+
+    field: str
+    value: object
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.field} {self.value!r}: {self.why}"
+
+
+def validate(req: SizingRequest) -> list[InputProblem]:
     """Every problem with a request, each naming the input, its value and what is allowed."""
     m, tp = req.model, req.tensor_parallel_size
     problems = []
+
+    def bad(field: str, why: str) -> None:
+        problems.append(InputProblem(field, getattr(req, field), why))
+
     if tp < 1:
-        problems.append(f"tensor_parallel_size {tp}: must be a positive integer")
+        bad("tensor_parallel_size", "must be a positive integer")
     elif m.num_attention_heads % tp:
         divisors = [d for d in (1, 2, 4, 8, 16) if m.num_attention_heads % d == 0]
-        problems.append(f"tensor_parallel_size {tp}: must divide {m.name}'s {m.num_attention_heads} attention heads; "
-                        f"allowed: {', '.join(map(str, divisors))}")
+        bad("tensor_parallel_size", f"must divide {m.name}'s {m.num_attention_heads} attention heads; "
+                                    f"allowed: {', '.join(map(str, divisors))}")
     elif tp > m.num_kv_heads and tp % m.num_kv_heads:
-        problems.append(f"tensor_parallel_size {tp}: above {m.name}'s {m.num_kv_heads} KV heads it must be a multiple "
-                        "of them (vLLM replicates KV heads across ranks)")
+        bad("tensor_parallel_size", f"above {m.name}'s {m.num_kv_heads} KV heads it must be a multiple of them "
+                                    "(vLLM replicates KV heads across ranks)")
     if req.gpu_memory_gib <= 0:
-        problems.append(f"gpu memory {req.gpu_memory_gib} GiB: must be positive")
+        bad("gpu_memory_gib", "must be positive")
     if not 0 < req.gpu_memory_utilization <= 1:
-        problems.append(f"gpu_memory_utilization {req.gpu_memory_utilization}: must be in (0, 1]")
+        bad("gpu_memory_utilization", "must be in (0, 1]")
     for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
         value = getattr(req, name)
         if value is not None and value <= 0:
-            problems.append(f"{name} {value}: must be a positive integer")
+            bad(name, "must be a positive integer")
     if req.max_model_len is not None and req.max_model_len > m.max_position_embeddings:
-        problems.append(f"max_model_len {req.max_model_len}: above {m.name}'s max_position_embeddings "
-                        f"({m.max_position_embeddings}); vLLM refuses it without rope scaling")
+        bad("max_model_len", f"above {m.name}'s max_position_embeddings ({m.max_position_embeddings}); vLLM "
+                             "refuses it without rope scaling")
     if req.dtype not in DTYPE_BYTES:
-        problems.append(f"dtype {req.dtype!r}: allowed: {', '.join(DTYPE_BYTES)}")
+        bad("dtype", f"allowed: {', '.join(DTYPE_BYTES)}")
     if req.quantization not in WEIGHT_QUANTIZATIONS:
-        problems.append(f"quantization {req.quantization!r}: allowed: {', '.join(WEIGHT_QUANTIZATIONS)}")
+        bad("quantization", f"allowed: {', '.join(WEIGHT_QUANTIZATIONS)}")
     elif m.checkpoint_quantization != "none" and req.quantization not in ("none", m.checkpoint_quantization):
-        problems.append(f"quantization {req.quantization!r}: {m.name} is published as {m.checkpoint_quantization}; "
-                        f"allowed: none or {m.checkpoint_quantization}")
+        bad("quantization", f"{m.name} is published as {m.checkpoint_quantization}; "
+                            f"allowed: none or {m.checkpoint_quantization}")
     if req.kv_cache_dtype not in ("auto", "fp8"):
-        problems.append(f"kv_cache_dtype {req.kv_cache_dtype!r}: allowed: auto, fp8")
+        bad("kv_cache_dtype", "allowed: auto, fp8")
     return problems
 
 
@@ -233,7 +250,7 @@ def size(req: SizingRequest) -> Sizing:
     """Size one replica. Raises PlannerInputError listing every problem with the request."""
     problems = validate(req)
     if problems:
-        raise PlannerInputError("; ".join(problems))
+        raise PlannerInputError("; ".join(map(str, problems)))
     m, tp = req.model, req.tensor_parallel_size
     dtype_bytes = DTYPE_BYTES[req.dtype]
     default_batched, default_seqs = scheduler_defaults(req.gpu_memory_gib, req.gpu_name)

@@ -39,6 +39,18 @@ class UsageError(ValueError):
     """Bad command-line input; the message says which flag and what is allowed."""
 
 
+# The flag each planner input comes from.
+FLAGS = {"tensor_parallel_size": "--tp", "gpu_memory_gib": "--gpu-memory-gib", "dtype": "--dtype",
+         "quantization": "--quantization", "kv_cache_dtype": "--kv-cache-dtype",
+         "gpu_memory_utilization": "--gpu-memory-utilization", "max_model_len": "--max-model-len",
+         "max_num_seqs": "--max-num-seqs"}
+
+
+def _refuse(problems: list[planner.InputProblem]) -> None:
+    if problems:
+        raise UsageError("; ".join(f"{FLAGS.get(p.field, p.field)} {p.value}: {p.why}" for p in problems))
+
+
 def run(args: argparse.Namespace) -> str:
     try:
         model = load_model(args.model, args.model_config)
@@ -54,10 +66,8 @@ def run(args: argparse.Namespace) -> str:
         options = recommend(base, args.concurrency, args.region)
         return json.dumps([o.as_dict() for o in options], indent=2) if args.json else _recommend_table(options, args)
     req = _on_gpu(base, args)
-    try:
-        sizing = planner.size(req)
-    except planner.PlannerInputError as e:
-        raise UsageError(str(e)) from None
+    _refuse(planner.validate(req))
+    sizing = planner.size(req)
     return json.dumps(sizing.as_dict(), indent=2) if args.json else _sizing_table(sizing)
 
 
@@ -92,9 +102,7 @@ class Option:
 def recommend(base: planner.SizingRequest, concurrency: int, region: str) -> list[Option]:
     """Per priced instance type, the smallest TP (a divisor of its GPU count) that holds `concurrency` requests of
     max_model_len tokens; cheapest first. One replica per instance: the price is the whole instance's."""
-    problems = planner.validate(replace(base, gpu_memory_gib=1.0, tensor_parallel_size=1))  # TP is chosen below
-    if problems:
-        raise UsageError("; ".join(problems))
+    _refuse(planner.validate(replace(base, gpu_memory_gib=1.0, tensor_parallel_size=1)))  # TP is chosen below
     options = []
     for name, instance in INSTANCE_TYPES.items():
         price = on_demand_price(name, region)

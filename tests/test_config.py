@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 import config
+from config.planner import SizingRequest
 from tests.conftest import ROOT, stack_values
 
 KEYS = {key: f"llm-platform:{key}" for key in config.KEYS}
@@ -121,11 +123,11 @@ INVALID = [
     ("model-unknown", "dev", "models.llama-8b.model", "llama-9", "models.llama-8b.model", "allowed: llama-3-8b,"),
     ("model-unknown-pool", "dev", "models.llama-8b.gpuPool", "huge", "models.llama-8b.gpuPool", "allowed: general"),
     ("model-unknown-engine", "dev", "models.llama-8b.engine", "triton", "models.llama-8b.engine", "'vllm' or 'tgi'"),
-    ("model-tp-not-dividing-heads", "dev", "models.llama-8b.tensorParallelSize", 3, "models.llama-8b",
-     "must divide llama-3.1-8b's 32 attention heads"),
+    ("model-tp-not-dividing-heads", "dev", "models.llama-8b.tensorParallelSize", 3,
+     "models.llama-8b.tensorParallelSize", "must divide llama-3.1-8b's 32 attention heads"),
     ("model-min-replicas-above-max", "dev", "models.llama-8b.minReplicas", 3, "models.llama-8b.minReplicas",
      "must not exceed maxReplicas (1)"),
-    ("model-context-beyond-model", "dev", "models.llama-8b.maxModelLen", 262144, "models.llama-8b",
+    ("model-context-beyond-model", "dev", "models.llama-8b.maxModelLen", 262144, "models.llama-8b.maxModelLen",
      "above llama-3.1-8b's max_position_embeddings (131072)"),
     ("model-unknown-source", "dev", "models.llama-8b.source", "s3", "models.llama-8b.source",
      "'huggingface' or 'registry'"),
@@ -268,6 +270,19 @@ def test_llmctl_reports_bad_config_without_a_traceback(tmp_path):
     assert "gpuPools.general.gpuLimit: got -1" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "inventory.json").exists()
+
+
+@pytest.mark.parametrize(("changes", "key"), [
+    ({"tensorParallelSize": 3}, "tensorParallelSize"),
+    ({"maxModelLen": 262144}, "maxModelLen"),
+    ({"model": "llama-3.1-405b-fp8", "quantization": "awq", "checkpoint": "org/llama-405b-awq"}, "quantization"),
+])
+def test_planner_errors_name_the_yaml_key_the_user_wrote(changes, key):
+    """The capacity planner's input checks speak in its own field names; a config error must not."""
+    problem = _only_problem({"model": "llama-3.1-8b", "gpuPool": "general", **changes}, "g6e.xlarge")
+    assert problem.key == f"models.big.{key}" and problem.value == changes[key]
+    python_names = {f.name for f in dataclasses.fields(SizingRequest) if "_" in f.name}  # snake_case only
+    assert not [name for name in python_names if name in str(problem)], str(problem)
 
 
 def _only_problem(model: dict, instance_type: str = "g5.xlarge") -> config.Problem:

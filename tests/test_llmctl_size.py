@@ -61,9 +61,9 @@ def test_recommend_lists_instances_cheapest_first_with_the_tp_they_need(capsys):
 @pytest.mark.parametrize("args, message", [
     (["--model", "llama-9", "--gpu", "H100-80GB"], "--model: unknown model 'llama-9'; allowed:"),
     (["--model", "llama-3.1-8b", "--gpu", "V100"], "--gpu 'V100': unknown GPU; allowed: A10G"),
-    (["--model", "llama-3.1-70b", "--gpu", "H100-80GB", "--tp", "3"], "tensor_parallel_size 3: must divide"),
+    (["--model", "llama-3.1-70b", "--gpu", "H100-80GB", "--tp", "3"], "--tp 3: must divide"),
     (["--model", "llama-3.1-8b", "--gpu-memory-gib", "0"], "--gpu-memory-gib 0.0: must be positive"),
-    (["--model", "llama-3.1-8b", "--gpu", "H100-80GB", "--max-model-len", "-5"], "max_model_len -5: must be"),
+    (["--model", "llama-3.1-8b", "--gpu", "H100-80GB", "--max-model-len", "-5"], "--max-model-len -5: must be"),
     (["--model", "llama-3.1-8b"], "give --gpu NAME or --gpu-memory-gib N"),
     (["--model", "llama-3.1-8b", "--recommend", "--max-model-len", "999999"], "above llama-3.1-8b's max_position"),
     (["--model-config", "/nonexistent/config.json", "--gpu", "L4"], "--model-config: cannot read model config"),
