@@ -20,11 +20,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from catalog import versions
 from components.cluster import SYSTEM_NODE_LABEL
 from components.labels import PLATFORM_LABELS
 from components.model_server import CONTAINER_SECURITY
 from components.secret import opaque_secret
-from config import ModelDeployment, versions
+from config import ModelDeployment
 from config.schema import TIERS, Gateway
 
 NAMESPACE = "llm-gateway"

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from catalog.instances import types_in_pool
 from components.cluster import DISCOVERY_TAG
 from components.labels import PLATFORM_LABELS
 from config import GpuPool
 from config.checks import nodepool_names
-from config.instances import types_in_pool
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
 POOL_LABEL = "llm-platform.io/gpu-pool"

@@ -1,4 +1,4 @@
-"""Helm releases from the pinned charts in config/versions.py.
+"""Helm releases from the pinned charts in catalog/versions.py.
 
 `helm.v3.Release` rather than `helm.v4.Chart`: a Release is an ordinary resource whose chart, version and values
 show up in `pulumi preview`, in tests and in `llmctl plan`; v4 Charts are remote components that render nothing
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from config.versions import Chart
+from catalog.versions import Chart
 
 
 def release(resource_name: str, chart: Chart, *, release_name: str, namespace: str, values: dict | None = None,

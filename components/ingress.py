@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from catalog import versions
 from components import helm
 from components.cluster import SYSTEM_NODE_LABEL
 from components.gateway import HEALTH_PATHS, PORT
@@ -22,7 +23,6 @@ from components.gateway import NAME as GATEWAY_NAME
 from components.gateway import NAMESPACE as GATEWAY_NAMESPACE
 from components.iam import pod_identity_role
 from components.labels import PLATFORM_LABELS
-from config import versions
 from config.schema import GatewayIngress
 
 CONTROLLER_NAMESPACE = "kube-system"

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from catalog import versions
 from components import helm
 from components.cluster import SYSTEM_NODE_LABEL
 from components.labels import PLATFORM_LABELS
 from components.model_server import NAMESPACE as INFERENCE_NAMESPACE
 from components.model_server import min_servers
 from components.signals import scaler_queries
-from config import ModelDeployment, versions
+from config import ModelDeployment
 from config.schema import ScalingPolicy
 
 NAMESPACE = "keda"

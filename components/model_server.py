@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from catalog.engines import NEEDS_QUANTIZED_CHECKPOINT
+from catalog.instances import types_in_pool
+from catalog.models import MODELS
 from components.gpu_node_pool import GPU_TAINT, POOL_LABEL
 from components.labels import PLATFORM_LABELS
 from config import GpuPool, ModelDeployment
-from config.engines import NEEDS_QUANTIZED_CHECKPOINT
-from config.instances import types_in_pool
-from config.model_catalog import MODELS
-from config.planner import DTYPE_BYTES, GiB, weights_bytes_per_gpu
+from planning.capacity import DTYPE_BYTES, GiB, weights_bytes_per_gpu
 
 NAMESPACE = "llm-inference"
 SERVER_SERVICE_ACCOUNT = "model-server"

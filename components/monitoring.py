@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from catalog import versions
+from catalog.instances import INSTANCE_FAMILIES
 from components import dashboards, helm, signals
 from components.cluster import SYSTEM_NODE_LABEL
 from components.gpu_node_pool import GPU_TAINT
@@ -22,8 +24,7 @@ from components.keda_scaler import OPERATOR as KEDA_OPERATOR
 from components.labels import PLATFORM_LABELS
 from components.model_server import NAMESPACE as INFERENCE_NAMESPACE
 from components.secret import opaque_secret
-from config import StackConfig, versions
-from config.instances import INSTANCE_FAMILIES
+from config import StackConfig
 from config.schema import Alerting, Monitoring
 
 NAMESPACE = "monitoring"

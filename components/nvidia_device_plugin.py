@@ -5,9 +5,9 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from catalog import versions
 from components import helm
 from components.gpu_node_pool import AMI_FAMILY_LABEL, GPU_TAINT
-from config import versions
 
 NAMESPACE = "kube-system"
 

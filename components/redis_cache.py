@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from config import versions
+from catalog import versions
 from config.schema import Redis
 
 PORT = 6379

@@ -3,10 +3,10 @@ variables. TGI is in maintenance mode upstream; vLLM is the default engine."""
 
 from __future__ import annotations
 
+from catalog.engines import TGI_KV_CACHE_DTYPE, TGI_QUANTIZE
+from catalog.versions import AWS_CLI, TGI
 from components.model_server import CACHE_PATH, REGISTRY_PREFIX, ModelServer, ModelServerArgs, token_env
 from config import ModelDeployment
-from config.engines import TGI_KV_CACHE_DTYPE, TGI_QUANTIZE
-from config.versions import AWS_CLI, TGI
 
 # TGI keeps at most this many tokens of each request's budget for generation; the rest may be prompt.
 MAX_NEW_TOKENS_RESERVE = 4096

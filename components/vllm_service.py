@@ -3,10 +3,10 @@ and `make test-upstream` parses every rendered list with the real vLLM argument 
 
 from __future__ import annotations
 
+from catalog.engines import VLLM_QUANTIZATION
+from catalog.versions import VLLM
 from components.model_server import CACHE_PATH, REGISTRY_PREFIX, ModelServer, ModelServerArgs, token_env
 from config import ModelDeployment
-from config.engines import VLLM_QUANTIZATION
-from config.versions import VLLM
 
 
 def model_location(m: ModelDeployment, bucket: str) -> str:

@@ -6,12 +6,12 @@ import ipaddress
 import re
 from dataclasses import replace
 
-from config import planner
-from config.engines import NEEDS_QUANTIZED_CHECKPOINT, TGI_QUANTIZE, VLLM_QUANTIZATION, vllm_extra_arg_problems
+from catalog.engines import NEEDS_QUANTIZED_CHECKPOINT, TGI_QUANTIZE, VLLM_QUANTIZATION, vllm_extra_arg_problems
+from catalog.instances import types_in_pool
+from catalog.models import MODELS
 from config.errors import Problem
-from config.instances import types_in_pool
-from config.model_catalog import MODELS
 from config.schema import DNS_LABEL, TIERS, ModelDeployment, StackConfig
+from planning import capacity
 
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
@@ -179,11 +179,11 @@ def _check_models(cfg: StackConfig) -> list[Problem]:
 def _check_fit(path: str, m, pool) -> list[Problem]:
     """The model must fit on every instance type its pool may launch: Karpenter may pick any of them."""
     arch = MODELS[m.model]
-    template = planner.SizingRequest(
+    template = capacity.SizingRequest(
         arch, 0.0, tensor_parallel_size=m.tensor_parallel_size, dtype=m.dtype, quantization=m.quantization,
         kv_cache_dtype=m.kv_cache_dtype, gpu_memory_utilization=m.gpu_memory_utilization,
         max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs)
-    input_problems = planner.validate(replace(template, gpu_memory_gib=1.0))
+    input_problems = capacity.validate(replace(template, gpu_memory_gib=1.0))
     if input_problems:
         # Every input the planner checks here came from one of the model's own keys.
         return [Problem(f"{path}.{ModelDeployment.model_fields[p.field].alias}", p.value, p.why)
@@ -197,11 +197,11 @@ def _check_fit(path: str, m, pool) -> list[Problem]:
                                     f"{instance.gpus} or remove {instance.name} from the pool"))
             continue
         req = replace(template, gpu_memory_gib=gpu.memory_gib, gpu_name=gpu.name)
-        sizing = planner.size(req)
+        sizing = capacity.size(req)
         if not sizing.fits:
             problems.append(Problem(path, m.model, f"does not fit on {instance.name} at tensorParallelSize "
                                     f"{m.tensor_parallel_size}: {sizing.reason}; fix: "
-                                    f"{planner.suggestion(req, instance.gpus)}"))
+                                    f"{capacity.suggestion(req, instance.gpus)}"))
     return problems
 
 

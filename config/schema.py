@@ -11,9 +11,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from config.instances import INSTANCE_FAMILIES, INSTANCE_TYPES
-from config.model_catalog import MODELS
-from config.versions import KUBERNETES_VERSIONS
+from catalog.instances import INSTANCE_FAMILIES, INSTANCE_TYPES
+from catalog.models import MODELS
+from catalog.versions import KUBERNETES_VERSIONS
 
 # Karpenter v1 duration and budget formats, from the karpenter.sh_nodepools CRD (v1.14.1).
 DURATION_OR_NEVER = r"^(([0-9]+(s|m|h))+|Never)$"
@@ -63,7 +63,7 @@ class Cluster(_Model):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")] | None = None
     """EKS cluster name. Default `llm-<stack>`. Also the `karpenter.sh/discovery` tag value and the queue name."""
     kubernetes_version: str = "1.35"
-    """Kubernetes minor version. Allowed: config.versions.KUBERNETES_VERSIONS."""
+    """Kubernetes minor version. Allowed: catalog.versions.KUBERNETES_VERSIONS."""
     availability_zones: int = Field(default=3, ge=2, le=6)
     """Number of AZs, from the region's first opted-in zones. Default 3; at least 2 (EKS requires two)."""
     vpc_cidr: str = "10.0.0.0/16"
@@ -223,7 +223,7 @@ class ModelDeployment(_Model):
     its pool by the capacity planner before anything is created."""
 
     model: str
-    """Required. A catalog model (config/model_catalog.py), e.g. llama-3.1-8b."""
+    """Required. A catalog model (catalog/models.py), e.g. llama-3.1-8b."""
     engine: Literal["vllm", "tgi"] = "vllm"
     """Default vllm. TGI is in maintenance mode upstream."""
     gpu_pool: str
@@ -379,7 +379,7 @@ class Redis(_Model):
     engine: Literal["valkey", "redis"] = "valkey"
     """Default valkey: the Redis-compatible engine AWS develops and prices lower."""
     engine_version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] | None = None
-    """Default: the newest version this program was checked with (config/versions.py) for the engine."""
+    """Default: the newest version this program was checked with (catalog/versions.py) for the engine."""
     node_type: Annotated[str, Field(pattern=CACHE_NODE_TYPE)] = "cache.t4g.small"
     """Default cache.t4g.small: counters and a small cache need little memory. Must be a cache.* type."""
     replicas: int = Field(default=1, ge=0, le=5)

@@ -21,7 +21,7 @@ from components.model_server import min_servers, startup_budget_seconds
 from components.redis_cache import engine_version
 from components.signals import gateway_request_names
 from config.checks import GATEWAY_KEYS, required_secrets, tiers_served
-from tests.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
+from llmctl.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SECRET_PLACEHOLDER = "plan-placeholder-secret"  # stands in for `secure:` values, which only the Pulumi CLI can decrypt

@@ -6,10 +6,10 @@ import argparse
 import json
 from dataclasses import dataclass, replace
 
-from config import planner
-from config.gpus import GPUS
-from config.instances import INSTANCE_TYPES, on_demand_price, spot_estimate
-from config.model_catalog import ModelConfigError, load_model
+from catalog.gpus import GPUS
+from catalog.instances import INSTANCE_TYPES, on_demand_price, spot_estimate
+from catalog.models import ModelConfigError, load_model
+from planning import capacity
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,10 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     gpu.add_argument("--gpu-memory-gib", type=float, help="GPU memory as CUDA reports it, instead of --gpu")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 (default auto)")
-    p.add_argument("--quantization", default="none", help=f"{', '.join(planner.WEIGHT_QUANTIZATIONS)} (default none)")
+    p.add_argument("--quantization", default="none", help=f"{', '.join(capacity.WEIGHT_QUANTIZATIONS)} (default none)")
     p.add_argument("--kv-cache-dtype", default="auto", help="auto or fp8 (default auto)")
-    p.add_argument("--gpu-memory-utilization", type=float, default=planner.DEFAULT_GPU_MEMORY_UTILIZATION,
-                   help=f"default {planner.DEFAULT_GPU_MEMORY_UTILIZATION}, vLLM's")
+    p.add_argument("--gpu-memory-utilization", type=float, default=capacity.DEFAULT_GPU_MEMORY_UTILIZATION,
+                   help=f"default {capacity.DEFAULT_GPU_MEMORY_UTILIZATION}, vLLM's")
     p.add_argument("--max-model-len", type=int, help="default: the model's full context")
     p.add_argument("--max-num-seqs", type=int, help="default: vLLM's for the GPU")
     p.add_argument("--recommend", action="store_true",
@@ -46,7 +46,7 @@ FLAGS = {"tensor_parallel_size": "--tp", "gpu_memory_gib": "--gpu-memory-gib", "
          "max_num_seqs": "--max-num-seqs"}
 
 
-def _refuse(problems: list[planner.InputProblem]) -> None:
+def _refuse(problems: list[capacity.InputProblem]) -> None:
     if problems:
         raise UsageError("; ".join(f"{FLAGS.get(p.field, p.field)} {p.value}: {p.why}" for p in problems))
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> str:
         model = load_model(args.model, args.model_config)
     except ModelConfigError as e:
         raise UsageError(f"--model: {e}" if args.model else f"--model-config: {e}") from None
-    base = planner.SizingRequest(
+    base = capacity.SizingRequest(
         model, 0.0, tensor_parallel_size=args.tp, dtype=args.dtype, quantization=args.quantization,
         kv_cache_dtype=args.kv_cache_dtype, gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs)
@@ -66,12 +66,12 @@ def run(args: argparse.Namespace) -> str:
         options = recommend(base, args.concurrency, args.region)
         return json.dumps([o.as_dict() for o in options], indent=2) if args.json else _recommend_table(options, args)
     req = _on_gpu(base, args)
-    _refuse(planner.validate(req))
-    sizing = planner.size(req)
+    _refuse(capacity.validate(req))
+    sizing = capacity.size(req)
     return json.dumps(sizing.as_dict(), indent=2) if args.json else _sizing_table(sizing)
 
 
-def _on_gpu(base: planner.SizingRequest, args: argparse.Namespace) -> planner.SizingRequest:
+def _on_gpu(base: capacity.SizingRequest, args: argparse.Namespace) -> capacity.SizingRequest:
     if args.gpu is not None:
         if args.gpu not in GPUS:
             raise UsageError(f"--gpu {args.gpu!r}: unknown GPU; allowed: {', '.join(GPUS)}")
@@ -99,10 +99,10 @@ class Option:
         return {**self.__dict__, "max_concurrency": round(self.max_concurrency, 2)}
 
 
-def recommend(base: planner.SizingRequest, concurrency: int, region: str) -> list[Option]:
+def recommend(base: capacity.SizingRequest, concurrency: int, region: str) -> list[Option]:
     """Per priced instance type, the smallest TP (a divisor of its GPU count) that holds `concurrency` requests of
     max_model_len tokens; cheapest first. One replica per instance: the price is the whole instance's."""
-    _refuse(planner.validate(replace(base, gpu_memory_gib=1.0, tensor_parallel_size=1)))  # TP is chosen below
+    _refuse(capacity.validate(replace(base, gpu_memory_gib=1.0, tensor_parallel_size=1)))  # TP is chosen below
     options = []
     for name, instance in INSTANCE_TYPES.items():
         price = on_demand_price(name, region)
@@ -113,9 +113,9 @@ def recommend(base: planner.SizingRequest, concurrency: int, region: str) -> lis
             if tp > instance.gpus:
                 break
             req = replace(base, gpu_memory_gib=g.memory_gib, gpu_name=g.name, tensor_parallel_size=tp)
-            if planner.validate(req):
+            if capacity.validate(req):
                 continue
-            s = planner.size(req)
+            s = capacity.size(req)
             if s.fits and s.max_concurrency >= concurrency:
                 options.append(Option(name, g.name, instance.gpus, tp, s.kv_cache_tokens, s.max_concurrency, price,
                                       spot_estimate(name, region)))
@@ -123,7 +123,7 @@ def recommend(base: planner.SizingRequest, concurrency: int, region: str) -> lis
     return sorted(options, key=lambda o: (o.on_demand_usd_per_hour, o.instance_type))
 
 
-def _sizing_table(s: planner.Sizing) -> str:
+def _sizing_table(s: capacity.Sizing) -> str:
     rows = [
         ("model", s.model), ("GPU", f"{s.gpu} ({s.gpu_memory_gib:.2f} GiB)"),
         ("tensor parallel", s.tensor_parallel_size),

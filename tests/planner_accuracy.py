@@ -6,15 +6,15 @@ from pathlib import Path
 
 import yaml
 
-from config import planner
-from config.model_catalog import MODELS
+from catalog.models import MODELS
+from planning import capacity
 
 MEASUREMENTS = yaml.safe_load((Path(__file__).parent / "data" / "vllm_measurements.yaml").read_text())
 
 
-def replay(record: dict) -> planner.SizingRequest:
+def replay(record: dict) -> capacity.SizingRequest:
     """The planner request for one measured run, with the engine settings that run used."""
-    return planner.SizingRequest(
+    return capacity.SizingRequest(
         MODELS[record["model"]], record["gpu_memory_gib"], record["gpu"],
         tensor_parallel_size=record["tp"], quantization=record.get("quantization", "none"),
         kv_cache_dtype=record.get("kv_cache_dtype", "auto"), gpu_memory_utilization=record["gpu_memory_utilization"],
@@ -27,18 +27,18 @@ def replay(record: dict) -> planner.SizingRequest:
 def reported_kv_tokens(record: dict, bytes_per_token_per_gpu: int) -> int:
     if "kv_tokens" in record:
         return record["kv_tokens"]
-    return int(record["kv_gib"] * planner.GiB // (planner.BLOCK_SIZE * bytes_per_token_per_gpu)) * planner.BLOCK_SIZE
+    return int(record["kv_gib"] * capacity.GiB // (capacity.BLOCK_SIZE * bytes_per_token_per_gpu)) * capacity.BLOCK_SIZE
 
 
 def weights_gib(record: dict) -> tuple[float, float]:
     """(predicted, reported) weights per GPU."""
-    predicted = planner.weights_bytes_per_gpu(MODELS[record["model"]], record["tp"], 2, record.get("quantization", "none"))
-    return predicted / planner.GiB, record["weights_gib"]
+    predicted = capacity.weights_bytes_per_gpu(MODELS[record["model"]], record["tp"], 2, record.get("quantization", "none"))
+    return predicted / capacity.GiB, record["weights_gib"]
 
 
 def kv_tokens(record: dict) -> tuple[int, int]:
     """(predicted, reported) KV capacity in tokens, sizing the run from its GPU memory and engine settings."""
-    s = planner.size(replay(record))
+    s = capacity.size(replay(record))
     return s.kv_cache_tokens, reported_kv_tokens(record, s.kv_bytes_per_token_per_gpu)
 
 

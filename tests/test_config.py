@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import config
-from config.planner import SizingRequest
+from planning.capacity import SizingRequest
 from tests.conftest import ROOT, stack_values
 
 KEYS = {key: f"llm-platform:{key}" for key in config.KEYS}

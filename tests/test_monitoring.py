@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from catalog import versions
 from components.monitoring import alertmanager_config_spec, gpu_instance_regex
-from config import versions
 from config.schema import Alerting
 from tests import metric_names
 from tests.conftest import ROOT, Rendered
@@ -265,7 +265,7 @@ def test_no_secret_reaches_any_file_the_plan_writes(tmp_path: Path):
         "import json\n"
         "from pathlib import Path\n"
         "from llmctl import plan\n"
-        "from tests.mocks import plain\n"
+        "from llmctl.mocks import plain\n"
         f"canaries = {CANARIES!r}\n"
         "result = plan.run('prod', secret_values=canaries)\n"
         f"plan.write(result, Path({str(tmp_path)!r}))\n"

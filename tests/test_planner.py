@@ -2,10 +2,10 @@
 
 import pytest
 
-from config import planner
-from config.gpus import GPUS
-from config.model_catalog import MODELS, ModelConfigError, from_hf_config, load_model
-from config.planner import GiB, PlannerInputError, SizingRequest, size
+from catalog.gpus import GPUS
+from catalog.models import MODELS, ModelConfigError, from_hf_config, load_model
+from planning import capacity
+from planning.capacity import GiB, PlannerInputError, SizingRequest, size
 from tests.planner_accuracy import MEASUREMENTS, errors, kv_tokens, replay, weights_gib
 
 KV_TOLERANCE = 0.10
@@ -52,7 +52,7 @@ def test_each_overhead_matches_what_vllm_0_19_reported(record):
 
 def test_cuda_graph_allowance_covers_the_typical_estimate_vllm_printed():
     estimates = sorted(r["reported_overheads"]["cuda_graph_estimate_gib"] for r in WITH_OVERHEADS)
-    assert estimates[len(estimates) // 2] <= planner.CUDA_GRAPH_GIB <= estimates[-1]
+    assert estimates[len(estimates) // 2] <= capacity.CUDA_GRAPH_GIB <= estimates[-1]
 
 
 @pytest.mark.parametrize("record", by_check("weights"))
@@ -69,21 +69,21 @@ def test_kv_capacity_matches_what_vllm_reported(record):
 
 @pytest.mark.parametrize("record", by_check("kv_conversion"))
 def test_kv_bytes_per_token_turn_reported_memory_into_reported_tokens(record):
-    per_token = planner.kv_bytes_per_token(MODELS[record["model"]], 2, record["tp"])
-    tokens = int(record["kv_gib"] * GiB // (planner.BLOCK_SIZE * per_token)) * planner.BLOCK_SIZE
+    per_token = capacity.kv_bytes_per_token(MODELS[record["model"]], 2, record["tp"])
+    tokens = int(record["kv_gib"] * GiB // (capacity.BLOCK_SIZE * per_token)) * capacity.BLOCK_SIZE
     assert tokens == pytest.approx(record["kv_tokens"], rel=KV_TOLERANCE)
 
 
 def test_llama_70b_bf16_kv_is_exactly_327680_bytes_per_token_and_shards_over_tp():
     m = MODELS["llama-3.1-70b"]
-    assert planner.kv_bytes_per_token(m, 2) == 2 * 80 * 8 * 128 * 2 == 327_680
-    assert planner.kv_bytes_per_token(m, 2, tp=4) == 327_680 // 4
-    assert planner.kv_bytes_per_token(m, 1) == 327_680 // 2  # fp8 KV cache
+    assert capacity.kv_bytes_per_token(m, 2) == 2 * 80 * 8 * 128 * 2 == 327_680
+    assert capacity.kv_bytes_per_token(m, 2, tp=4) == 327_680 // 4
+    assert capacity.kv_bytes_per_token(m, 1) == 327_680 // 2  # fp8 KV cache
 
 
 def test_kv_heads_are_replicated_past_tp_equal_to_kv_heads():
     m = MODELS["qwen3-235b-a22b-fp8"]  # 4 KV heads
-    assert planner.kv_bytes_per_token(m, 2, tp=8) == planner.kv_bytes_per_token(m, 2, tp=4)
+    assert capacity.kv_bytes_per_token(m, 2, tp=8) == capacity.kv_bytes_per_token(m, 2, tp=4)
 
 
 @pytest.mark.parametrize("model, billions", [
@@ -93,20 +93,20 @@ def test_kv_heads_are_replicated_past_tp_equal_to_kv_heads():
     ("qwen3-30b-a3b", 30.5), ("gemma-2-9b", 9.24), ("gemma-2-27b", 27.2),
 ])
 def test_parameter_counts_come_from_the_architecture(model, billions):
-    assert planner.parameter_count(MODELS[model]) / 1e9 == pytest.approx(billions, rel=0.01)
+    assert capacity.parameter_count(MODELS[model]) / 1e9 == pytest.approx(billions, rel=0.01)
 
 
 def test_tied_embeddings_are_counted_once():
     m = MODELS["gemma-2-9b"]
-    untied = planner.parameter_count(type(m)(**{**m.__dict__, "tie_word_embeddings": False}))
-    assert untied - planner.parameter_count(m) == m.vocab_size * m.hidden_size
+    untied = capacity.parameter_count(type(m)(**{**m.__dict__, "tie_word_embeddings": False}))
+    assert untied - capacity.parameter_count(m) == m.vocab_size * m.hidden_size
 
 
 @pytest.mark.parametrize("quantization, ratio", [("fp8", 0.5), ("awq", 0.26), ("bitsandbytes-nf4", 0.26)])
 def test_quantization_shrinks_decoder_weights_but_not_embeddings(quantization, ratio):
     m = MODELS["llama-3.1-70b"]
-    full = planner.weights_bytes_per_gpu(m, 1, 2, "none")
-    quantized = planner.weights_bytes_per_gpu(m, 1, 2, quantization)
+    full = capacity.weights_bytes_per_gpu(m, 1, 2, "none")
+    quantized = capacity.weights_bytes_per_gpu(m, 1, 2, quantization)
     embeddings = 2 * m.vocab_size * m.hidden_size * 2
     assert (quantized - embeddings) / (full - embeddings) == pytest.approx(ratio, abs=0.01)
 
@@ -114,7 +114,7 @@ def test_quantization_shrinks_decoder_weights_but_not_embeddings(quantization, r
 def test_meta_fp8_405b_keeps_attention_and_edge_layers_in_bf16():
     m = MODELS["llama-3.1-405b-fp8"]
     everything_fp8 = type(m)(**{**m.__dict__, "quantized_modules": "all", "unquantized_layers": ()})
-    assert planner.weights_bytes_per_gpu(m, 8, 2, "none") > planner.weights_bytes_per_gpu(everything_fp8, 8, 2, "none")
+    assert capacity.weights_bytes_per_gpu(m, 8, 2, "none") > capacity.weights_bytes_per_gpu(everything_fp8, 8, 2, "none")
 
 
 @pytest.mark.parametrize("gpu_gib, name, expected", [
@@ -122,7 +122,7 @@ def test_meta_fp8_405b_keeps_attention_and_edge_layers_in_bf16():
     (44.42, "L40S", (2048, 256)), (22.0, "A10G", (2048, 256)),
 ])
 def test_scheduler_defaults_follow_vllm(gpu_gib, name, expected):
-    assert planner.scheduler_defaults(gpu_gib, name) == expected
+    assert capacity.scheduler_defaults(gpu_gib, name) == expected
 
 
 def test_llama_70b_tp4_on_h100_has_room_for_long_requests():
@@ -171,7 +171,7 @@ def test_bad_input_is_named_with_what_is_allowed(changes, message):
 
 def test_every_problem_is_reported_at_once():
     req = SizingRequest(**{**request("llama-3.1-8b").__dict__, "tensor_parallel_size": 3, "max_num_seqs": -1})
-    assert len(planner.validate(req)) == 2
+    assert len(capacity.validate(req)) == 2
 
 
 def test_unknown_model_lists_the_catalog():
@@ -187,8 +187,8 @@ def test_hf_config_json_reads_into_the_same_architecture_as_the_catalog(tmp_path
     path.parent.mkdir()
     path.write_text(__import__("json").dumps(config))
     model = load_model(config_path=path)
-    assert planner.kv_bytes_per_token(model, 2) == 327_680
-    assert planner.parameter_count(model) == planner.parameter_count(MODELS["llama-3.1-70b"])
+    assert capacity.kv_bytes_per_token(model, 2) == 327_680
+    assert capacity.parameter_count(model) == capacity.parameter_count(MODELS["llama-3.1-70b"])
 
 
 def test_hf_config_without_layers_is_refused_by_key():

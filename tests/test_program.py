@@ -7,7 +7,7 @@ import json
 import pytest
 
 import config
-from config import versions
+from catalog import versions
 from tests.conftest import ROOT, Rendered
 
 SUBNET = "aws:ec2/subnet:Subnet"

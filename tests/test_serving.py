@@ -9,13 +9,13 @@ import re
 import pytest
 
 import config
+from catalog.engines import TGI_LAUNCHER_ENV, TGI_OTHER_ENV, VLLM_PLATFORM_FLAGS, VLLM_REMOVED_FLAGS
+from catalog.instances import types_in_pool
+from catalog.versions import VLLM
 from components import model_server
 from components.gpu_node_pool import GPU_TAINT, POOL_LABEL
 from components.tgi_service import max_input_tokens, tgi_env
 from components.vllm_service import vllm_args
-from config.engines import TGI_LAUNCHER_ENV, TGI_OTHER_ENV, VLLM_PLATFORM_FLAGS, VLLM_REMOVED_FLAGS
-from config.instances import types_in_pool
-from config.versions import VLLM
 from tests.conftest import ROOT, Rendered
 
 BUCKET = "models-bucket"

@@ -3,14 +3,14 @@
 Facts per type: GPU model, GPUs per instance, vCPUs, memory (GiB) and local NVMe instance storage (GB).
 Source: AWS "Accelerated computing instance specifications",
 https://docs.aws.amazon.com/ec2/latest/instancetypes/ac.html, checked 2026-11-24.
-GPU memory lives in config/gpus.py; on-demand prices per region are below.
+GPU memory lives in catalog/gpus.py; on-demand prices per region are below.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config.gpus import GPUS, Gpu
+from catalog.gpus import GPUS, Gpu
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from config.model_catalog import ModelArch
+from catalog.models import ModelArch
 
 GiB = 1024**3
 BLOCK_SIZE = 16
