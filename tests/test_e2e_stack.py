@@ -8,6 +8,7 @@ import pytest
 import config
 from components import gateway, monitoring, signals
 from components.vllm_service import vllm_args
+from tests import litellm_proxy
 from tests.e2e import stack
 
 
@@ -70,16 +71,16 @@ def test_the_gateway_gets_the_rendered_environment_with_secrets_resolved():
     secrets = {(gateway.KEYS_SECRET, "master-key"): "m", (gateway.REDIS_SECRET, "host"): "127.0.0.1",
                (gateway.REDIS_SECRET, "port"): "6390", (gateway.REDIS_SECRET, "password"): "p"}
     paths = {f"{gateway.KEYS_DIR}/hashes.json": "/local/hashes.json"}
-    env = stack.gateway_env(secrets, paths)
+    env = litellm_proxy.gateway_env(secrets, paths)
     assert env["LITELLM_MASTER_KEY"] == "m" and env["REDIS_PORT"] == "6390"
     assert env[gateway.HASHES_FILE] == "/local/hashes.json"
     assert env["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
     with pytest.raises(KeyError):  # a Secret the run does not provide: the pod would not start either
-        stack.gateway_env({k: v for k, v in secrets.items() if k[1] != "password"}, paths)
+        litellm_proxy.gateway_env({k: v for k, v in secrets.items() if k[1] != "password"}, paths)
 
 
 def test_the_gateway_runs_the_rendered_arguments_on_loopback():
-    command = stack.gateway_command("/local/config.yaml", 4100)
+    command = litellm_proxy.gateway_command("/local/config.yaml", 4100)
     assert command[command.index("--config") + 1] == "/local/config.yaml"
     assert command[command.index("--port") + 1] == "4100"
     assert command[command.index("--host") + 1] == "127.0.0.1"

@@ -7,36 +7,24 @@ against a real vLLM is separate. Limits are counted in the proxy's memory here (
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-import yaml
 
 import config
-from components import gateway
 from components.signals import GATEWAY_REQUESTS
 from tests.conftest import ROOT
-from tests.tools import stop
+from tests.litellm_proxy import start_proxy
+from tests.openai_client import chat
+from tests.servers import StartupFailed, free_port
 
 STARTUP_SECONDS = 90
 KEYS = {"team": "sk-test-team-1", "limited": "sk-test-limited-2"}
 MASTER = "sk-test-master"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Backend(BaseHTTPRequestHandler):
@@ -78,57 +66,24 @@ def stack_config() -> config.StackConfig:
 
 @pytest.fixture(scope="module")
 def proxy():
-    work = ROOT / "build" / "test-gateway-proxy"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     backend = ThreadingHTTPServer(("127.0.0.1", free_port()), Backend)
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     live, dead = f"http://127.0.0.1:{backend.server_port}", f"http://127.0.0.1:{free_port()}"
-    cfg = stack_config()
-    rendered = gateway.litellm_config(cfg.models, {"small": live, "mid": dead, "asleep": dead}, cfg.gateway, redis=None)
-    (work / "config.yaml").write_text(yaml.safe_dump(rendered))
-    for name, text in gateway.proxy_modules().items():
-        (work / name).write_text(text)
-    (work / "key-policy.json").write_text(json.dumps(gateway.key_policy(cfg.gateway, cfg.models)))
-    (work / "hashes.json").write_text(gateway.key_hashes(MASTER, KEYS))
-    port = free_port()
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": MASTER,
-           gateway.POLICY_FILE: str(work / "key-policy.json"), gateway.HASHES_FILE: str(work / "hashes.json")}
-    log = (work / "proxy.log").open("w")
-    litellm = Path(sys.executable).parent / "litellm"
-    process = subprocess.Popen([str(litellm), "--config", str(work / "config.yaml"), "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_SECONDS
+    work = ROOT / "build" / "test-gateway-proxy"
+    server = start_proxy("litellm", work, stack_config(), {"small": live, "mid": dead, "asleep": dead}, MASTER, KEYS)
     try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                break
-            try:
-                if urllib.request.urlopen(f"{url}/health/readiness", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"LiteLLM not ready in {STARTUP_SECONDS}s:\n{(work / 'proxy.log').read_text()[-3000:]}")
-        if process.poll() is not None:
-            pytest.fail(f"LiteLLM exited {process.returncode}:\n{(work / 'proxy.log').read_text()[-3000:]}")
-        yield url, work
+        server.wait_ready("/health/readiness", STARTUP_SECONDS)
+        yield server.url, work
+    except StartupFailed as error:
+        pytest.fail(str(error))
     finally:
-        stop(process, timeout=20)
+        server.stop(timeout=20)
         backend.shutdown()
-        log.close()
 
 
-def call(url: str, key: str | None, model: str, path: str = "/v1/chat/completions") -> tuple[int, dict, dict]:
-    headers = {"content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {})}
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "What is 2+2?"}]}).encode()
-    request = urllib.request.Request(url + path, data=body, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, json.loads(answer.read())
-    except urllib.error.HTTPError as error:
-        return error.code, {k.lower(): v for k, v in error.headers.items()}, json.loads(error.read() or b"{}")
+def call(url: str, key: str | None, model: str) -> tuple[int, dict, dict]:
+    answer = chat(url, key, model)
+    return answer.status, answer.headers, answer.body
 
 
 def test_no_key_or_an_unknown_key_is_401(proxy):

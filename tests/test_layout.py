@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-PROJECT_PACKAGES = {"catalog", "planning", "config", "components", "llmctl", "tests", "policy"}
+PROJECT_PACKAGES = {"catalog", "planning", "config", "components", "llmctl", "tests"}
 MAY_IMPORT = {
     "catalog": {"catalog"},
     "planning": {"catalog", "planning"},

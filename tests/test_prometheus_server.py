@@ -12,7 +12,6 @@ labels it would set, and the operator's own relabelling (namespace, pod) is adde
 from __future__ import annotations
 
 import http.server
-import socket
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ import yaml
 from components.signals import scaler_queries
 from tests.conftest import Rendered
 from tests.prometheus import OPERATOR_RELABELINGS, Api, pod_target, relabel
+from tests.servers import free_port
 from tests.tools import stop, tool
 
 NS = "llm-inference"
@@ -30,12 +30,6 @@ START = time.monotonic()
 # pod -> (model, tier, engine)
 PODS = {"llama-8b-a": ("llama-8b", "fast", "vllm"), "llama-8b-b": ("llama-8b", "fast", "vllm"),
         "llama-70b-tgi-a": ("llama-70b-tgi", "", "tgi")}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _line(name: str, value: float, **labels) -> str:
@@ -141,7 +135,7 @@ def prometheus(prod: Rendered, tmp_path_factory):
         "rule_files": [str(work / "rules.yaml")],
         "scrape_configs": _scrape_configs(prod, f"127.0.0.1:{exporters.server_address[1]}"),
     }))
-    port = _free_port()
+    port = free_port()
     log = (work / "prometheus.log").open("w")
     proc = subprocess.Popen([str(binary), f"--config.file={work / 'prometheus.yaml'}",
                              f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],

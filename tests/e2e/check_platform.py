@@ -15,8 +15,8 @@ import pytest
 
 from components import dashboards, gateway, signals
 from tests.e2e import stack
-from tests.e2e.client import chat, finish_reason, load, metric
 from tests.metric_names import metric_names
+from tests.openai_client import chat, finish_reason, load, metric
 
 pytestmark = pytest.mark.usefixtures("platform")
 

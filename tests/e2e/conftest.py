@@ -6,27 +6,25 @@ session, stopped by PID at the end, pass or fail; logs stay in build/e2e/<server
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import yaml
 
 import config
-from components import gateway, monitoring
+from components import monitoring
 from tests.alertmanager_config import STAND_INS, alertmanager_config
 from tests.conftest import ROOT
 from tests.e2e import report, stack
-from tests.e2e.servers import Server, StartupFailed, free_port, fresh_folder, start
 from tests.e2e.stand_ins import Readiness, SlackWebhook, StateMetrics, serve
+from tests.litellm_proxy import start_proxy
 from tests.prometheus import Api
+from tests.servers import Server, StartupFailed, free_port, fresh_folder, start
 
 WORK = ROOT / "build" / "e2e"
 # Paths relative to the project (the Makefile's), made absolute: each server runs in its own folder.
@@ -104,26 +102,6 @@ def redis_ready(server: Server, password: str, seconds: float = 30) -> None:
             pass
         time.sleep(0.2)
     raise StartupFailed(f"redis did not answer PING in {seconds} s\n{server.tail()}")
-
-
-def start_gateway(name: str, cfg, backends: dict[str, str], master: str, keys: dict[str, str], redis: Server,
-                  redis_password: str) -> Server:
-    port, folder = free_port(), WORK / name
-    fresh_folder(folder)
-    rendered = gateway.litellm_config(cfg.models, backends, cfg.gateway, redis=gateway.RedisSettings(ssl=False))
-    (folder / "config.yaml").write_text(yaml.safe_dump(rendered))
-    for module, text in gateway.proxy_modules().items():
-        (folder / module).write_text(text)
-    (folder / "key-policy.json").write_text(json.dumps(gateway.key_policy(cfg.gateway, cfg.models)))
-    (folder / "hashes.json").write_text(gateway.key_hashes(master, keys))
-    secrets_ = {(gateway.KEYS_SECRET, "master-key"): master, (gateway.REDIS_SECRET, "host"): "127.0.0.1",
-                (gateway.REDIS_SECRET, "port"): redis.url.rsplit(":", 1)[1],
-                (gateway.REDIS_SECRET, "password"): redis_password}
-    paths = {f"{gateway.CONFIG_DIR}/key-policy.json": str(folder / "key-policy.json"),
-             f"{gateway.KEYS_DIR}/hashes.json": str(folder / "hashes.json")}
-    litellm = Path(sys.executable).parent / "litellm"
-    return start(name, [str(litellm), *stack.gateway_command(str(folder / "config.yaml"), port)], folder, port,
-                 stack.gateway_env(secrets_, paths))
 
 
 TEMPLATE_DIR = b"/usr/share/prometheus/alertmanager"
@@ -206,7 +184,8 @@ def platform():
         started.append(redis)
         redis_ready(redis, redis_password)
         backends = {k: s.url for k, s in vllm.items()} | {stack.ASLEEP: f"http://127.0.0.1:{free_port()}"}
-        gateways = [start_gateway(name, cfg, backends, master, keys, redis, redis_password)
+        shared = {"host": "127.0.0.1", "port": redis.url.rsplit(":", 1)[1], "password": redis_password}
+        gateways = [start_proxy(name, WORK / name, cfg, backends, master, keys, shared)
                     for name in ("gateway-a", "gateway-b")]
         started += gateways
         pods = {f"{k}-0": s for k, s in vllm.items()}

@@ -80,32 +80,6 @@ def server_args(key: str, m: config.ModelDeployment, model_dir: str, port: int) 
     return args
 
 
-# Gateway ---------------------------------------------------------------------------------------------------------
-
-def gateway_command(config_path: str, port: int) -> list[str]:
-    """The gateway container's arguments as rendered, with the local config path and a loopback port."""
-    [container] = gateway.pod_spec("e2e")["spec"]["containers"]
-    args = list(container["args"])
-    args[args.index("--config") + 1] = config_path
-    args[args.index("--port") + 1] = str(port)
-    return [*args, "--host", "127.0.0.1"]
-
-
-def gateway_env(secrets: dict[tuple[str, str], str], paths: dict[str, str]) -> dict[str, str]:
-    """The gateway container's environment as rendered: literal values (with mounted paths mapped to local
-    files), and each Secret reference resolved from `secrets[(secret name, key)]`. A reference the run cannot
-    resolve is an error: the pod would not start either."""
-    [container] = gateway.pod_spec("e2e")["spec"]["containers"]
-    env = {}
-    for entry in container["env"]:
-        if "value" in entry:
-            env[entry["name"]] = paths.get(entry["value"], entry["value"])
-        else:
-            ref = entry["valueFrom"]["secretKeyRef"]
-            env[entry["name"]] = secrets[(ref["name"], ref["key"])]
-    return env
-
-
 # Monitoring ------------------------------------------------------------------------------------------------------
 
 ALERT_FOR_IN_TEST = "5s"

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from components import model_server
 from tests.e2e import stack
-from tests.e2e.servers import Server
+from tests.servers import Server
 
 
 class Readiness(threading.Thread):

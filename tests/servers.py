@@ -1,5 +1,5 @@
-"""Starting and stopping the real programs of the end-to-end run: each on 127.0.0.1 with a free port, its own folder
-and log under build/e2e/, and stopped by the PID it was started with, pass or fail."""
+"""Starting and stopping the real programs the tests run: each on 127.0.0.1 with a free port, its own folder and
+log under build/, and stopped by the PID it was started with, pass or fail."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import socket
 import subprocess
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from tests.tools import stop
 
 LOG_TAIL_LINES = 40
 
@@ -32,7 +34,6 @@ class Server:
     url: str
     folder: Path
     process: subprocess.Popen
-    exit_code: int | None = field(default=None)
 
     @property
     def log(self) -> Path:
@@ -66,17 +67,13 @@ class Server:
             self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM, then SIGKILL to the process group it leads (vLLM's engine and workers are its children)."""
-        self.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
+        """The server by its PID (tests/tools.stop), then whatever is left of the process group it leads (vLLM's
+        engine and workers are its children)."""
+        stop(self.process, timeout)
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self.process.wait(timeout=timeout)
 
 
 def fresh_folder(folder: Path) -> Path:

@@ -1,5 +1,5 @@
-"""An OpenAI-style client for the end-to-end checks: plain HTTP, every request bounded in time, streaming read chunk
-by chunk, and a small load generator for the performance section."""
+"""An OpenAI-style client for the tests that call a real gateway or model server: plain HTTP, every request bounded
+in time, streaming read chunk by chunk, and a small load generator for the end-to-end run's performance section."""
 
 from __future__ import annotations
 
