@@ -28,7 +28,7 @@ define unpack
 	for deb in $(TOOLS)/debs/$(1)/*.deb; do dpkg -x $$deb $(TOOLS); done
 endef
 
-.PHONY: venv tools plan test test-upstream e2e lint accuracy clean
+.PHONY: venv tools plan test test-upstream e2e lint accuracy pulumi-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,12 +84,26 @@ e2e: $(STAMP) $(UPSTREAM_STAMP) $(TOOLS_STAMP) $(E2E_TOOLS_STAMP)
 		$(BIN)/python -m pytest -p tests.e2e.report -o python_files='check_*.py' tests/e2e; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make e2e: pytest collected no checks" >&2; exit 1; fi; exit $$status
 
+# ruff for the Python; actionlint (with shellcheck for run: scripts) for the GitHub workflows.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/actionlint -shellcheck $(BIN)/shellcheck .github/workflows/*.yml
+
+# What `pulumi preview|up --policy-pack policy` needs beside the CLI (the workflows run it first): the program's
+# virtualenv (Pulumi.yaml: .venv) and the policy pack's (policy/PulumiPolicy.yaml: policy/venv).
+POLICY_VENV := policy/venv
+POLICY_STAMP := $(POLICY_VENV)/.installed
+
+$(POLICY_STAMP): policy/requirements.txt
+	test -x $(POLICY_VENV)/bin/python || $(PYTHON) -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r policy/requirements.txt
+	touch $(POLICY_STAMP)
+
+pulumi-deps: $(STAMP) $(POLICY_STAMP)
 
 # The capacity planner's error against public vLLM start-up logs (tests/data/vllm_measurements.yaml).
 accuracy: $(STAMP)
 	$(BIN)/python -m tests.planner_accuracy
 
 clean:
-	rm -rf $(VENV) $(UPSTREAM_VENV) build .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(UPSTREAM_VENV) $(POLICY_VENV) build .pytest_cache .ruff_cache

@@ -31,3 +31,14 @@ GPUS: dict[str, Gpu] = {
         Gpu("B200", 178.4, "estimate: nvidia-smi 183359 MiB less ~0.5 GiB driver reservation"),
     ]
 }
+
+# Memory bandwidth, GB/s (10^9 bytes per second): what bounds decode, which reads every weight once per step. From
+# NVIDIA's datasheets (SXM parts where AWS uses SXM: p4d, p4de, p5, p5e, p5en), checked 2026-11-24:
+# https://www.nvidia.com/en-us/data-center/products/a10-gpu/ (A10G: AWS's A10 variant, same 600 GB/s),
+# https://www.nvidia.com/en-us/data-center/l4/, https://www.nvidia.com/en-us/data-center/l40s/,
+# https://www.nvidia.com/en-us/data-center/a100/, https://www.nvidia.com/en-us/data-center/h100/,
+# https://www.nvidia.com/en-us/data-center/h200/, https://www.nvidia.com/en-us/data-center/hgx/ (B200).
+MEMORY_BANDWIDTH_GB_S: dict[str, float] = {
+    "A10G": 600, "L4": 300, "L40S": 864, "A100-40GB": 1555, "A100-80GB": 2039, "H100-80GB": 3350, "H200": 4800,
+    "B200": 8000,
+}

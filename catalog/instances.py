@@ -85,6 +85,9 @@ _ON_DEMAND = {
     "p5.4xlarge": 6.88, "p5.48xlarge": 55.04, "p5e.48xlarge": 60.91, "p5en.48xlarge": 63.30,
 }
 ON_DEMAND_USD_PER_HOUR: dict[str, dict[str, float]] = {"us-east-1": _ON_DEMAND, "us-west-2": _ON_DEMAND}
+ON_DEMAND_SOURCE = "https://aws.amazon.com/ec2/pricing/on-demand/"
+SPOT_SOURCE = "https://aws.amazon.com/ec2/spot/instance-advisor/ (typical 2025 spot share of on-demand; an estimate)"
+PRICES_CHECKED = "2026-11-24"
 
 # Planning assumption, not a quote: typical spot price as a share of on-demand over 2025 for these families
 # (EC2 Spot Instance Advisor, https://aws.amazon.com/ec2/spot/instance-advisor/). Spot prices move hourly.

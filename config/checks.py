@@ -176,13 +176,17 @@ def _check_models(cfg: StackConfig) -> list[Problem]:
     return problems
 
 
-def _check_fit(path: str, m, pool) -> list[Problem]:
-    """The model must fit on every instance type its pool may launch: Karpenter may pick any of them."""
-    arch = MODELS[m.model]
-    template = capacity.SizingRequest(
-        arch, 0.0, tensor_parallel_size=m.tensor_parallel_size, dtype=m.dtype, quantization=m.quantization,
+def sizing_request(m: ModelDeployment) -> capacity.SizingRequest:
+    """The capacity planner's request for one replica of a catalog model, before a GPU is chosen (memory 0)."""
+    return capacity.SizingRequest(
+        MODELS[m.model], 0.0, tensor_parallel_size=m.tensor_parallel_size, dtype=m.dtype, quantization=m.quantization,
         kv_cache_dtype=m.kv_cache_dtype, gpu_memory_utilization=m.gpu_memory_utilization,
         max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs)
+
+
+def _check_fit(path: str, m, pool) -> list[Problem]:
+    """The model must fit on every instance type its pool may launch: Karpenter may pick any of them."""
+    template = sizing_request(m)
     input_problems = capacity.validate(replace(template, gpu_memory_gib=1.0))
     if input_problems:
         # Every input the planner checks here came from one of the model's own keys.

@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or plan_cmd.PROJECT_DIR / "build" / "plan" / args.stack
         plan_cmd.write(result, out)
         print(plan_cmd.summary(result))
-        print(f"\nwrote {out}/manifests, {out}/values, {out}/inventory.json, {out}/outputs.json")
+        print(f"\nwrote {out}/manifests, {out}/values, {out}/inventory.json, {out}/outputs.json, "
+              f"{out}/policy.json, {out}/cost.json")
+        if result.blocked:
+            print("error: a mandatory policy fails (above); `pulumi preview --policy-pack policy` would fail too",
+                  file=sys.stderr)
+            return 1
     return 0
 
 

@@ -35,6 +35,8 @@ class Recorded:
     parent_type: str | None = None
     provider: str | None = None  # the explicit provider's reference ("urn::id"), if any
     ignore_changes: list[str] = field(default_factory=list)  # the `ignore_changes` resource option
+    urn: str = ""
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)  # input -> URNs it was computed from
 
     @property
     def is_kubernetes(self) -> bool:
@@ -55,12 +57,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self._parents: dict[tuple[str, str], str] = {}
         self._ignore_changes: dict[tuple[str, str], list[str]] = {}
+        self._dependencies: dict[tuple[str, str], dict[str, list[str]]] = {}
         self._lock = threading.Lock()
 
     def RegisterResource(self, request):
         with self._lock:
             self._parents[(request.type, request.name)] = request.parent
             self._ignore_changes[(request.type, request.name)] = list(request.ignoreChanges)
+            self._dependencies[(request.type, request.name)] = {
+                key: list(deps.urns) for key, deps in request.propertyDependencies.items()}
         return super().RegisterResource(request)
 
     def parent_of(self, type_: str, name: str) -> tuple[str | None, str | None]:
@@ -72,6 +77,12 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
     def ignore_changes_of(self, type_: str, name: str) -> list[str]:
         return self._ignore_changes.get((type_, name), [])
+
+    def urn_of(self, type_: str, name: str) -> str:
+        return self.make_urn(self._parents.get((type_, name)) or "", type_, name)
+
+    def property_dependencies_of(self, type_: str, name: str) -> dict[str, list[str]]:
+        return self._dependencies.get((type_, name), {})
 
     def add_fake(self, type_: str, name: str, id_: str, state: dict[str, Any]) -> dict[str, Any]:
         """Register a resource the engine never saw (a child of a remote component) and return a reference to it."""
@@ -111,6 +122,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 type=args.typ, name=args.name, custom=bool(args.custom), inputs=args.inputs,
                 outputs=outputs, parent=parent, parent_type=parent_type, provider=args.provider or None,
                 ignore_changes=self.monitor.ignore_changes_of(args.typ, args.name) if self.monitor else [],
+                urn=self.monitor.urn_of(args.typ, args.name) if self.monitor else "",
+                property_dependencies=self.monitor.property_dependencies_of(args.typ, args.name) if self.monitor else {},
             ))
         return id_, outputs
 

@@ -6,6 +6,7 @@ import json
 import runpy
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from components.model_server import min_servers, startup_budget_seconds
 from components.redis_cache import engine_version
 from components.signals import gateway_request_names
 from config.checks import GATEWAY_KEYS, required_secrets, tiers_served
+from llmctl import cost, policy_check
 from llmctl.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
+from planning.cost import CostReport
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SECRET_PLACEHOLDER = "plan-placeholder-secret"  # stands in for `secure:` values, which only the Pulumi CLI can decrypt
@@ -34,6 +37,17 @@ class Plan:
     recording: Recording
     placeholder_secrets: list[str]
     """Secret keys the stack file does not set; the plan renders them with a placeholder."""
+    violations: list[policy_check.Violation]
+    """What the policy pack (policy/) reports for this plan."""
+
+    @property
+    def blocked(self) -> bool:
+        """True when a mandatory policy fails: `pulumi preview --policy-pack policy` would fail too."""
+        return any(v.level == "mandatory" for v in self.violations)
+
+    @cached_property
+    def cost_report(self) -> CostReport:
+        return cost.report(self.cfg)
 
     def _resources(self):
         """Registration order depends on thread timing; sort so two plans of the same config are identical."""
@@ -107,7 +121,7 @@ def run(stack: str, project_dir: Path = PROJECT_DIR, secret_values: dict[str, st
 
     program()
     resolve_stack_outputs(mocks.recording)
-    return Plan(stack, cfg, mocks.recording, missing)
+    return Plan(stack, cfg, mocks.recording, missing, policy_check.check(mocks.recording, stack))
 
 
 def write(plan: Plan, out: Path) -> None:
@@ -123,6 +137,8 @@ def write(plan: Plan, out: Path) -> None:
         (out / "values" / f"{release['release']}.yaml").write_text(yaml.safe_dump(release, sort_keys=True))
     (out / "inventory.json").write_text(json.dumps(plan.inventory(), indent=2, sort_keys=True) + "\n")
     (out / "outputs.json").write_text(json.dumps(plan.recording.stack_outputs, indent=2, sort_keys=True) + "\n")
+    (out / "policy.json").write_text(json.dumps([vars(v) for v in plan.violations], indent=2) + "\n")
+    (out / "cost.json").write_text(json.dumps(cost.as_json(plan.stack, plan.cost_report), indent=2) + "\n")
 
 
 def _dump_manifest(manifest: dict[str, Any]) -> str:
@@ -166,6 +182,8 @@ def summary(plan: Plan) -> str:
             f"{container['resources']['limits']['nvidia.com/gpu']} GPU  {model.min_replicas}-{model.max_replicas}  "
             f"{startup // 60} min  {model.model} from {model.source}  {container['image']}")
     lines += ["", *_autoscaling_lines(plan), "", *_gateway_lines(plan), "", *_monitoring_lines(plan)]
+    lines += ["", *cost.summary_lines(plan.cost_report)]
+    lines += ["", *policy_check.report_lines(plan.violations)]
     lines += ["", "Helm releases:"]
     lines += [f"  {r['release']:<24} {r['chart']} {r['version']}" for r in plan.releases()]
     for key in plan.placeholder_secrets:

@@ -9,13 +9,14 @@ import pytest
 
 from tests.conftest import ROOT
 
-PROJECT_PACKAGES = {"catalog", "planning", "config", "components", "llmctl", "tests"}
+PROJECT_PACKAGES = {"catalog", "planning", "config", "components", "llmctl", "policy", "tests"}
 MAY_IMPORT = {
     "catalog": {"catalog"},
     "planning": {"catalog", "planning"},
     "config": {"catalog", "planning", "config"},
     "components": {"catalog", "planning", "config", "components"},
-    "llmctl": {"catalog", "planning", "config", "components", "llmctl"},
+    "llmctl": {"catalog", "planning", "config", "components", "llmctl", "policy"},
+    "policy": {"policy"},  # the pack runs in its own virtualenv (policy/requirements.txt): nothing of ours there
 }
 
 

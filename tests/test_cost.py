@@ -1,0 +1,178 @@
+"""The cost model (planning/cost.py) and the cost report `llmctl plan` writes (cost.json, summary)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from catalog.instances import INSTANCE_TYPES, on_demand_price, spot_estimate
+from catalog.models import MODELS
+from planning import cost
+from planning.capacity import SizingRequest
+from tests.conftest import Rendered
+
+REGION = "us-east-1"
+
+
+@pytest.mark.parametrize("replicas, per_node, nodes", [
+    ([], 8, 0),
+    ([1], 1, 1),
+    ([1, 1, 1], 1, 3),
+    ([4, 4, 1], 8, 2),  # two TP-4 replicas fill one node; the 1-GPU replica needs a second
+    ([4, 1, 4, 1, 1, 1, 1], 8, 2),
+    ([8, 8], 8, 2),
+    ([2, 2, 2, 2, 1], 4, 3),
+])
+def test_replicas_pack_first_fit_decreasing_and_never_split_across_nodes(replicas, per_node, nodes):
+    assert cost.nodes_needed(replicas, per_node) == nodes
+
+
+def test_a_pool_takes_its_cheapest_packing_and_prices_spot_only_when_it_may_use_spot():
+    pool = cost.PoolSpec("large", ["p4de.24xlarge", "p5.48xlarge"], spot=True)
+    chosen = cost.pool_cost(pool, [4, 4, 1], REGION)
+    assert (chosen.instance_type, chosen.nodes, chosen.gpus_used, chosen.gpus_total) == ("p4de.24xlarge", 2, 9, 16)
+    assert chosen.usd_per_hour.on_demand == pytest.approx(2 * on_demand_price("p4de.24xlarge", REGION))
+    assert chosen.usd_per_hour.spot == pytest.approx(2 * spot_estimate("p4de.24xlarge", REGION))
+    assert chosen.idle_usd_per_hour.on_demand == pytest.approx(chosen.usd_per_hour.on_demand * 7 / 16)
+    on_demand_only = cost.pool_cost(replace(pool, spot=False), [4, 4, 1], REGION)
+    assert on_demand_only.usd_per_hour.spot == on_demand_only.usd_per_hour.on_demand
+
+
+def test_small_replicas_go_on_small_nodes_and_big_ones_skip_nodes_too_small():
+    pool = cost.PoolSpec("small", ["g6.xlarge", "g6.12xlarge", "g6.48xlarge"], spot=True)
+    assert cost.pool_cost(pool, [1, 1], REGION).instance_type == "g6.xlarge"
+    four = cost.pool_cost(pool, [4], REGION)
+    assert (four.instance_type, four.nodes) == ("g6.12xlarge", 1)  # g6.xlarge has one GPU
+    assert cost.pool_cost(pool, [], REGION).nodes == 0
+
+
+def request(model: str = "llama-3.1-8b", gpu: str = "L4", **kw) -> SizingRequest:
+    arch, instance = MODELS[model], next(t for t in INSTANCE_TYPES.values() if t.gpu == gpu)
+    return SizingRequest(arch, instance.gpu_spec.memory_gib, gpu, **kw)
+
+
+def test_decode_throughput_follows_bandwidth_and_is_capped_by_the_replicas_own_limits():
+    base = cost.decode_throughput(request(max_model_len=8192), 300)
+    assert cost.decode_throughput(request(max_model_len=8192), 600).tokens_per_second == pytest.approx(
+        2 * base.tokens_per_second)
+    assert base.concurrency < cost.ASSUMED_CONCURRENCY  # an 8B on a 22 GiB L4 has KV for fewer than 32 x 2000 tokens
+    assert cost.decode_throughput(request(max_model_len=8192, max_num_seqs=4), 300).concurrency == 4
+    # Fewer sequences per step, fewer tokens per second.
+    assert cost.decode_throughput(request(max_model_len=8192, max_num_seqs=4), 300).tokens_per_second < base.tokens_per_second
+
+
+def test_decode_throughput_matches_the_roofline_by_hand():
+    """Llama-3.1-8B bf16: 8.03e9 parameters x 2 bytes; KV 128 KiB per token (32 layers x 8 heads x 128 x 2 x 2)."""
+    t = cost.decode_throughput(request("llama-3.1-8b", "H100-80GB", max_model_len=8192), 3350)
+    assert t.concurrency == 32
+    by_hand = 32 / ((8.03e9 * 2 + 32 * 2000 * 131072) / (3350e9 * 0.6))
+    assert t.tokens_per_second == pytest.approx(by_hand, rel=0.02)
+
+
+def test_price_per_million_tokens_is_the_hourly_price_over_an_hours_tokens():
+    price = cost.per_million_tokens(cost.Both(3.60, 1.80), tokens_per_second=1000)
+    assert (price.on_demand, price.spot) == (pytest.approx(1.0), pytest.approx(0.5))
+
+
+FIXED = cost.FixedSpec(region=REGION, nat_gateways=3, system_instance_type="m7i.xlarge", system_nodes=3,
+                       load_balancer=True, cache_node_type="cache.r7g.large", cache_engine="valkey", cache_nodes=3,
+                       prometheus_gib=400)
+
+
+@pytest.mark.parametrize("change, item, usd", [
+    ({}, "NAT gateways", 3 * 0.045),
+    ({"nat_gateways": 1}, "NAT gateways", 0.045),
+    ({}, "system nodes", 3 * 0.2016),
+    ({}, "Redis (valkey)", 3 * 0.219 * 0.8),
+    ({"cache_engine": "redis"}, "Redis (redis)", 3 * 0.219),
+    ({}, "load balancer (gateway ALB)", 0.0305),
+    ({"load_balancer": False}, "load balancer (gateway ALB)", None),
+    ({}, "EKS control plane", 0.10),
+    ({}, "Prometheus volumes (gp3)", 400 * 0.08 / 730),
+])
+def test_fixed_parts_follow_the_stack(change, item, usd):
+    lines, unpriced = cost.fixed_lines(replace(FIXED, **change))
+    found = {line.item: line for line in lines}
+    assert unpriced == []
+    if usd is None:
+        assert item not in found
+    else:
+        assert found[item].usd_per_hour == pytest.approx(usd)
+        assert found[item].source.startswith("https://aws.amazon.com/") and found[item].checked == "2026-11-24"
+
+
+def test_a_part_without_a_catalog_price_is_named_and_left_out_not_guessed():
+    lines, unpriced = cost.fixed_lines(replace(FIXED, system_instance_type="x9z.huge", cache_node_type="cache.x9.big"))
+    assert "system nodes" not in {line.item for line in lines}
+    assert unpriced == ["system nodes: no catalog price for x9z.huge", "Redis: no catalog price for cache.x9.big"]
+    report = cost.estimate([cost.ModelDemand("m", "p", 1, 1, 1, request())], [cost.PoolSpec("p", ["g7.xlarge"], True)],
+                           replace(FIXED, region="eu-west-1"))
+    assert "GPU pool p: no catalog price for g7.xlarge in eu-west-1" in report.unpriced
+    assert report.gpu_usd_per_hour(1) == cost.ZERO
+
+
+def test_each_models_share_plus_the_idle_share_is_the_pools_price():
+    models = [cost.ModelDemand("a", "large", 4, 2, 4, request("llama-3.1-70b", "A100-80GB", tensor_parallel_size=4,
+                                                             max_model_len=8192)),
+              cost.ModelDemand("b", "large", 1, 1, 2, request("llama-3.1-8b", "A100-80GB", max_model_len=8192))]
+    report = cost.estimate(models, [cost.PoolSpec("large", ["p4de.24xlarge"], True)], FIXED)
+    for at in (0, 1):
+        (pool,) = report.pools[at]
+        shares = sum((m.gpu_usd_per_hour[at] for m in report.models), cost.ZERO) + pool.idle_usd_per_hour
+        assert shares.on_demand == pytest.approx(pool.usd_per_hour.on_demand)
+        assert shares.spot == pytest.approx(pool.usd_per_hour.spot)
+    assert report.total_usd_per_hour(1).on_demand == pytest.approx(
+        report.gpu_usd_per_hour(1).on_demand + sum(line.usd_per_hour for line in report.fixed))
+
+
+# The rendered report ------------------------------------------------------------------------------------------------
+
+def cost_json(stack: Rendered) -> dict:
+    return json.loads((stack.out / "cost.json").read_text())
+
+
+def test_cost_json_totals_add_up_and_months_are_730_hours(stack: Rendered):
+    report = cost_json(stack)
+    fixed = sum(line["usdPerHour"] for line in report["fixed"])
+    for at in ("min", "max"):
+        total, gpu = report["totals"][at], report["gpuNodes"][at]
+        for kind in ("onDemand", "spot"):
+            assert total["perHour"][kind] == pytest.approx(gpu["perHour"][kind] + fixed, abs=0.01)
+            assert total["perMonth"][kind] == pytest.approx(total["perHour"][kind] * 730, rel=0.001)
+        pools = [p for p in report["gpuPools"] if p["at"] == at]
+        assert gpu["perHour"]["onDemand"] == pytest.approx(sum(p["usdPerHour"]["onDemand"] for p in pools), abs=0.01)
+    assert report["totals"]["max"]["perHour"]["onDemand"] >= report["totals"]["min"]["perHour"]["onDemand"]
+
+
+def test_every_price_names_its_source_and_date(stack: Rendered):
+    report = cost_json(stack)
+    assert all(line["source"].startswith("https://") and line["checked"] for line in report["fixed"])
+    assert report["gpuPriceSources"]["onDemand"].startswith("https://aws.amazon.com/ec2/pricing")
+    assert "estimate" in report["gpuPriceSources"]["spot"] and report["gpuPriceSources"]["checked"]
+    assert report["unpriced"] == []
+    assert any("memory-bound decode" in a and "tokens of context" in a for a in report["assumptions"])
+
+
+def test_prod_report_prices_each_part_of_the_stack(prod: Rendered):
+    report = cost_json(prod)
+    items = {line["item"]: line for line in report["fixed"]}
+    assert items["NAT gateways"]["quantity"] == "3"  # natGateways perAz, 3 AZs
+    assert items["system nodes"]["quantity"] == "3 x m7i.xlarge"
+    assert items["Redis (valkey)"]["quantity"] == "3 x cache.r7g.large"
+    assert "load balancer (gateway ALB)" in items
+    models = {m["model"]: m for m in report["models"]}
+    assert models["llama-405b-fp8"]["replicas"] == {"min": 1, "max": 2}
+    assert models["llama-405b-fp8"]["gpuUsdPerHour"]["min"]["onDemand"] == pytest.approx(
+        on_demand_price("p5.48xlarge", REGION), abs=0.01)  # one replica fills one p5.48xlarge
+    for m in models.values():
+        assert m["assumedThroughput"]["generatedTokensPerSecondPerReplica"] > 0
+        assert 0 < m["usdPerMillionGeneratedTokens"]["spot"] < m["usdPerMillionGeneratedTokens"]["onDemand"]
+    assert "total at min replicas" in prod.stdout and "per M tokens at" in prod.stdout
+
+
+def test_dev_has_no_load_balancer_and_one_nat_gateway(dev: Rendered):
+    items = {line["item"]: line for line in cost_json(dev)["fixed"]}
+    assert "load balancer (gateway ALB)" not in items  # gateway.ingress.enabled is false in dev
+    assert items["NAT gateways"]["quantity"] == "1"
