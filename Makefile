@@ -28,7 +28,7 @@ define unpack
 	for deb in $(TOOLS)/debs/$(1)/*.deb; do dpkg -x $$deb $(TOOLS); done
 endef
 
-.PHONY: venv tools plan test test-upstream e2e lint accuracy pulumi-deps clean
+.PHONY: venv tools plan test test-upstream e2e lint scan accuracy pulumi-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,13 +67,15 @@ $(UPSTREAM_STAMP): requirements-upstream.txt
 	$(UPSTREAM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton
 	touch $(UPSTREAM_STAMP)
 
-# Render dev and prod, then parse every vLLM argument list with the real vLLM parser and check every vLLM metric
-# the rules, scalers and dashboards read against the metrics the installed vLLM declares.
+# Render dev and prod, then parse every vLLM argument list with the real vLLM parser, check every vLLM metric
+# the rules, scalers and dashboards read against the metrics the installed vLLM declares, and check that vLLM's
+# huggingface_hub reads the token from the file the servers mount.
 test-upstream: $(STAMP) $(UPSTREAM_STAMP)
 	$(BIN)/python -m llmctl plan dev --out build/upstream/dev > /dev/null
 	$(BIN)/python -m llmctl plan prod --out build/upstream/prod > /dev/null
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_args build/upstream/dev build/upstream/prod
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_metrics build/upstream/dev build/upstream/prod
+	$(UPSTREAM_VENV)/bin/python -m tests.upstream.hf_token_file build/upstream/dev build/upstream/prod
 
 # The platform's real programs on 127.0.0.1 (tests/e2e/): two vLLM servers on a tiny generated model, two LiteLLM
 # gateways sharing a Redis, Prometheus with the rendered rules, Alertmanager with the rendered routing. Ends with
@@ -101,9 +103,30 @@ $(POLICY_STAMP): policy/requirements.txt
 
 pulumi-deps: $(STAMP) $(POLICY_STAMP)
 
+# checkov on the rendered stacks: its Kubernetes checks on the manifests, its secrets checks on everything a plan
+# writes (manifests, Helm values, inventory, outputs). Offline (--skip-download: no policy download, no upload).
+# Fails on any finding not waived, with its reason, in security/waivers.yaml (tests/scan.py).
+SCAN_VENV := .venv-scan
+SCAN_STAMP := $(SCAN_VENV)/.installed
+SCAN := build/scan
+CHECKOV := $(SCAN_VENV)/bin/checkov --skip-download --quiet --compact -o json
+
+$(SCAN_STAMP): requirements-scan.txt
+	test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-scan.txt
+	touch $(SCAN_STAMP)
+
+scan: $(STAMP) $(SCAN_STAMP)
+	for stack in dev prod; do \
+		$(BIN)/python -m llmctl plan $$stack --out $(SCAN)/$$stack/plan > /dev/null || exit 1; \
+		$(CHECKOV) --framework kubernetes -d $(SCAN)/$$stack/plan/manifests > $(SCAN)/$$stack/checkov-kubernetes.json; \
+		$(CHECKOV) --framework secrets -d $(SCAN)/$$stack/plan > $(SCAN)/$$stack/checkov-secrets.json; \
+	done; true
+	$(BIN)/python -m tests.scan security/waivers.yaml $(SCAN)/dev $(SCAN)/prod
+
 # The capacity planner's error against public vLLM start-up logs (tests/data/vllm_measurements.yaml).
 accuracy: $(STAMP)
 	$(BIN)/python -m tests.planner_accuracy
 
 clean:
-	rm -rf $(VENV) $(UPSTREAM_VENV) $(POLICY_VENV) build .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(UPSTREAM_VENV) $(POLICY_VENV) $(SCAN_VENV) build .pytest_cache .ruff_cache

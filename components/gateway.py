@@ -137,6 +137,9 @@ def litellm_config(models: dict[str, ModelDeployment], backends: dict[str, str],
         general_settings["coordination_redis"] = connection
     return {
         "model_list": model_list,
+        # One retry: a request a draining server refuses before sending any token (503 after SIGTERM on a spot
+        # reclaim or scale-down) goes again, through the Service, to another replica. A stream that has started is
+        # never retried: the client already holds tokens (tests/test_gateway_proxy.py holds the retry).
         "router_settings": {"fallbacks": tier_fallbacks(served), "num_retries": 1, "timeout": timeout},
         "litellm_settings": litellm_settings,
         "general_settings": general_settings,

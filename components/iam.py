@@ -32,9 +32,10 @@ def ec2_trust_policy() -> dict:
     }
 
 
-def pod_identity_trust_policy(cluster_name: str, namespace: str, service_account: str) -> dict:
+def pod_identity_trust_policy(cluster_name: str, namespace: str, service_account: str, account_id: str) -> dict:
     """Trust for EKS Pod Identity, narrowed by the session tags the agent sets to one service account of one
-    cluster, so no other Pod Identity association in the account can assume the role.
+    cluster, so no other Pod Identity association in the account can assume the role, and by aws:SourceAccount to
+    requests EKS makes for this account (the confused-deputy guard for a service principal).
     Source: docs.aws.amazon.com/eks/latest/userguide/pod-id-role.html, checked 2026-11-24."""
     return {
         "Version": "2012-10-17",
@@ -44,12 +45,20 @@ def pod_identity_trust_policy(cluster_name: str, namespace: str, service_account
             "Principal": {"Service": "pods.eks.amazonaws.com"},
             "Action": ["sts:AssumeRole", "sts:TagSession"],
             "Condition": {"StringEquals": {
+                "aws:SourceAccount": account_id,
                 "aws:RequestTag/eks-cluster-name": cluster_name,
                 "aws:RequestTag/kubernetes-namespace": namespace,
                 "aws:RequestTag/kubernetes-service-account": service_account,
             }},
         }],
     }
+
+
+def pod_identity_trust_policy_output(cluster_name: str, namespace: str, service_account: str,
+                                     parent: pulumi.Resource | None) -> pulumi.Output[str]:
+    """The trust policy as JSON, with the account of the credentials `pulumi up` runs with."""
+    account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=parent)).account_id
+    return account.apply(lambda a: json.dumps(pod_identity_trust_policy(cluster_name, namespace, service_account, a)))
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,7 @@ def pod_identity_role(resource_name: str, *, cluster_name: str, cluster_name_out
     association that hands it to the service account. All three share `resource_name`."""
     role = aws.iam.Role(
         resource_name,
-        assume_role_policy=json.dumps(pod_identity_trust_policy(cluster_name, namespace, service_account)),
+        assume_role_policy=pod_identity_trust_policy_output(cluster_name, namespace, service_account, opts.parent),
         description=description,
         opts=opts,
     )

@@ -30,16 +30,25 @@ INTERRUPTION_EVENTS: dict[str, dict] = {
 }
 
 
-def interruption_queue_policy(queue_arn: str) -> dict:
-    """EventBridge (and SQS itself) may send; nothing may use the queue without TLS."""
+def interruption_queue_policy(queue_arn: str, rule_arns: list[str]) -> dict:
+    """Only this stack's EventBridge rules may send (aws:SourceArn, which EventBridge sets on delivery to SQS); SQS
+    itself keeps the send right Karpenter's reference template gives it; nothing may use the queue without TLS."""
     return {
         "Version": "2012-10-17",
         "Id": "KarpenterInterruptionQueue",
         "Statement": [
             {
-                "Sid": "AllowEventBridge",
+                "Sid": "AllowEventBridgeRules",
                 "Effect": "Allow",
-                "Principal": {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]},
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": sorted(rule_arns)}},
+            },
+            {
+                "Sid": "AllowSqs",
+                "Effect": "Allow",
+                "Principal": {"Service": "sqs.amazonaws.com"},
                 "Action": "sqs:SendMessage",
                 "Resource": queue_arn,
             },
@@ -203,12 +212,7 @@ class Karpenter(pulumi.ComponentResource):
             sqs_managed_sse_enabled=True,
             opts=child,
         )
-        aws.sqs.QueuePolicy(
-            f"{name}-interruptions",
-            queue_url=self.queue.url,
-            policy=self.queue.arn.apply(lambda arn: json.dumps(interruption_queue_policy(arn))),
-            opts=child,
-        )
+        rules = []
         for rule_name, pattern in INTERRUPTION_EVENTS.items():
             rule = aws.cloudwatch.EventRule(
                 f"{name}-{rule_name}",
@@ -220,6 +224,14 @@ class Karpenter(pulumi.ComponentResource):
                 f"{name}-{rule_name}", rule=rule.name, target_id="KarpenterInterruptionQueue", arn=self.queue.arn,
                 opts=child,
             )
+            rules.append(rule)
+        aws.sqs.QueuePolicy(
+            f"{name}-interruptions",
+            queue_url=self.queue.url,
+            policy=pulumi.Output.all(self.queue.arn, *(r.arn for r in rules)).apply(
+                lambda v: json.dumps(interruption_queue_policy(v[0], v[1:]))),
+            opts=child,
+        )
 
         # Controller
         controller = pod_identity_role(

@@ -17,6 +17,8 @@ from config.schema import ModelRegistry as ModelRegistryConfig
 
 SYNC_SERVICE_ACCOUNT = "model-sync"
 """Read-write access to the registry, for the job that copies weights in."""
+SYNC_NAMESPACE = "llm-registry"
+"""The writer lives apart from the servers: a compromised server's namespace holds no write path to the weights."""
 ABORT_INCOMPLETE_UPLOADS_DAYS = 7
 
 
@@ -34,8 +36,23 @@ def tls_only_bucket_policy(bucket_arn: str) -> dict:
     }
 
 
-def reader_policy(bucket_arn: str, key_arn: str) -> dict:
-    """List and read the registry's weights, and decrypt them; nothing else."""
+READ_KEY = ["kms:Decrypt"]
+WRITE_KEY = ["kms:Decrypt", "kms:GenerateDataKey", "kms:Encrypt"]
+# Everything on the key except using it: the account's administrators (IAM principals with KMS rights, such as the
+# role that runs `pulumi up`) manage it but cannot decrypt weights through this statement.
+KEY_ADMINISTRATION = ["kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
+                      "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource",
+                      "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion",
+                      "kms:RotateKeyOnDemand"]
+
+
+def via_s3(region: str) -> dict:
+    """The key only through S3 in the stack's region: credentials copied out of a pod cannot call KMS directly."""
+    return {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}
+
+
+def reader_policy(bucket_arn: str, key_arn: str, region: str) -> dict:
+    """List and read the registry's weights, and decrypt them through S3; nothing else."""
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -43,23 +60,41 @@ def reader_policy(bucket_arn: str, key_arn: str) -> dict:
              "Resource": bucket_arn},
             {"Sid": "ReadModels", "Effect": "Allow", "Action": "s3:GetObject",
              "Resource": f"{bucket_arn}/{REGISTRY_PREFIX}/*"},
-            {"Sid": "DecryptModels", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn},
+            {"Sid": "DecryptModels", "Effect": "Allow", "Action": READ_KEY[0], "Resource": key_arn,
+             "Condition": via_s3(region)},
         ],
     }
 
 
-def writer_policy(bucket_arn: str, key_arn: str) -> dict:
+def writer_policy(bucket_arn: str, key_arn: str, region: str) -> dict:
     """Reader's rights plus writing and deleting below models/ (multipart uploads included), encrypting with the
-    registry's key. Deleting only creates a noncurrent version, which expires after the configured days."""
-    statements = reader_policy(bucket_arn, key_arn)["Statement"]
+    registry's key through S3. Deleting only creates a noncurrent version, which expires after the configured days."""
+    statements = reader_policy(bucket_arn, key_arn, region)["Statement"]
     statements += [
         {"Sid": "WriteModels", "Effect": "Allow",
          "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
          "Resource": f"{bucket_arn}/{REGISTRY_PREFIX}/*"},
         {"Sid": "EncryptModels", "Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Encrypt"],
-         "Resource": key_arn},
+         "Resource": key_arn, "Condition": via_s3(region)},
     ]
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def key_policy(partition: str, account_id: str, region: str, reader_arn: str, writer_arn: str) -> dict:
+    """The registry key's own policy: administration for the account, use only for the two roles and only
+    through S3. Without it, KMS's default policy lets any principal of the account with kms:* use the key."""
+    root = f"arn:{partition}:iam::{account_id}:root"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "AdministerKey", "Effect": "Allow", "Principal": {"AWS": root}, "Action": KEY_ADMINISTRATION,
+             "Resource": "*"},
+            {"Sid": "ReadWeights", "Effect": "Allow", "Principal": {"AWS": reader_arn}, "Action": READ_KEY,
+             "Resource": "*", "Condition": via_s3(region)},
+            {"Sid": "WriteWeights", "Effect": "Allow", "Principal": {"AWS": writer_arn}, "Action": WRITE_KEY,
+             "Resource": "*", "Condition": via_s3(region)},
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -67,8 +102,9 @@ class ModelRegistryArgs:
     cluster_name: str
     cluster_name_output: pulumi.Input[str]
     config: ModelRegistryConfig
+    region: str
     namespace: k8s.core.v1.Namespace
-    """The serving namespace, where both service accounts live."""
+    """The serving namespace, where the reader's service account lives (the writer's is in SYNC_NAMESPACE)."""
 
 
 class ModelRegistry(pulumi.ComponentResource):
@@ -117,24 +153,32 @@ class ModelRegistry(pulumi.ComponentResource):
             # S3 rejects a bucket policy while the public access block is being applied.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[public_access]))
 
+        sync_namespace = k8s.core.v1.Namespace(f"{name}-namespace", metadata={"name": SYNC_NAMESPACE, "labels": {
+            **PLATFORM_LABELS, "pod-security.kubernetes.io/enforce": "restricted"}}, opts=child)
         arns = pulumi.Output.all(self.bucket.arn, self.key.arn)
         roles, service_accounts = {}, {}
-        for part, service_account, policy in (("reader", SERVER_SERVICE_ACCOUNT, reader_policy),
-                                              ("writer", SYNC_SERVICE_ACCOUNT, writer_policy)):
+        for part, namespace, ns_resource, service_account, policy in (
+                ("reader", NAMESPACE, args.namespace, SERVER_SERVICE_ACCOUNT, reader_policy),
+                ("writer", SYNC_NAMESPACE, sync_namespace, SYNC_SERVICE_ACCOUNT, writer_policy)):
             roles[part] = pod_identity_role(
                 f"{name}-{part}",
                 cluster_name=args.cluster_name,
                 cluster_name_output=args.cluster_name_output,
-                namespace=NAMESPACE,
+                namespace=namespace,
                 service_account=service_account,
-                policy=arns.apply(lambda v, policy=policy: json.dumps(policy(v[0], v[1]))),
-                description=f"Model registry {part} for {NAMESPACE}/{service_account} in {args.cluster_name}",
+                policy=arns.apply(lambda v, policy=policy: json.dumps(policy(v[0], v[1], args.region))),
+                description=f"Model registry {part} for {namespace}/{service_account} in {args.cluster_name}",
                 opts=child)
             service_accounts[part] = k8s.core.v1.ServiceAccount(
                 f"{name}-{service_account}",
-                metadata={"name": service_account, "namespace": NAMESPACE, "labels": PLATFORM_LABELS},
+                metadata={"name": service_account, "namespace": namespace, "labels": PLATFORM_LABELS},
                 automount_service_account_token=False,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.namespace]))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[ns_resource]))
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        aws.kms.KeyPolicy(f"{name}-key", key_id=self.key.key_id, policy=pulumi.Output.all(
+            aws.get_partition_output(opts=invoke).partition, aws.get_caller_identity_output(opts=invoke).account_id,
+            roles["reader"].role.arn, roles["writer"].role.arn,
+        ).apply(lambda v: json.dumps(key_policy(v[0], v[1], args.region, v[2], v[3]))), opts=child)
         self.reader_role, self.writer_role = roles["reader"].role, roles["writer"].role
         self.associations = [roles["reader"].association, roles["writer"].association]
         self.server_service_account = service_accounts["reader"]

@@ -19,6 +19,7 @@ from catalog.models import MODELS
 from components.gpu_node_pool import GPU_TAINT, POOL_LABEL
 from components.labels import PLATFORM_LABELS
 from config import GpuPool, ModelDeployment
+from config.schema import PRE_STOP_SLEEP_SECONDS, TERMINATION_MARGIN_SECONDS
 from planning.capacity import DTYPE_BYTES, GiB, weights_bytes_per_gpu
 
 NAMESPACE = "llm-inference"
@@ -49,11 +50,14 @@ S3_GIB_PER_SECOND = 500 / 1024
 ENGINE_WARMUP_SECONDS = 300
 MIN_STARTUP_SECONDS = 600
 STARTUP_PROBE_PERIOD = 10
-# Endpoints controllers and load balancers need a few seconds to stop sending traffic to a terminating pod;
-# the engine then drains in-flight requests for `drainSeconds`.
-PRE_STOP_SLEEP_SECONDS = 15
 CACHE_HEADROOM_GIB = 10
 """Beyond the weights: tokenizer, config files, compile caches."""
+TMP_GIB = 10
+"""/tmp: compile scratch (torch inductor, Triton) and the engines' sockets."""
+NODE_LAUNCH_SECONDS = 600
+"""A new GPU node before the server's start-up budget begins: Karpenter's launch, the AMI's boot and the image
+pull (10 minutes covers a p5 launch and a ~10 GB vLLM image)."""
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,20 @@ def cache_gib(m: ModelDeployment, streams_from_s3: bool) -> int:
     return math.ceil(weights * 1.1) + CACHE_HEADROOM_GIB
 
 
+def progress_deadline_seconds(m: ModelDeployment) -> int:
+    """A rollout is late only after a node launch plus the whole start-up budget; Kubernetes' default (600 s) is
+    shorter than every budget, so normal rollouts would report ProgressDeadlineExceeded."""
+    return NODE_LAUNCH_SECONDS + startup_budget_seconds(m)
+
+
+def protected_from_voluntary_disruption(m: ModelDeployment) -> bool:
+    """A model that can be down to one server (minReplicas 0 or 1) loses all its capacity for a whole load (up to
+    the start-up budget) when Karpenter consolidates or replaces that server's node; with two or more, the PDB
+    keeps the others serving. Drift and expiry still replace protected nodes once the NodePool's
+    terminationGracePeriod has passed, so AMI and node upgrades cannot be blocked forever."""
+    return m.min_replicas <= 1
+
+
 def shm_gib(m: ModelDeployment) -> int:
     return SHM_BASE_GIB + SHM_PER_EXTRA_WORKER_GIB * (m.tensor_parallel_size - 1)
 
@@ -104,7 +122,7 @@ def resources(m: ModelDeployment, pool: GpuPool, cache: int) -> dict:
     cpu = min(t.vcpus * tp / t.gpus for t in candidates) * NODE_SHARE
     memory = math.floor(min(t.memory_gib * tp / t.gpus for t in candidates) * NODE_SHARE)
     requests = {"cpu": f"{math.floor(cpu * 2) / 2:g}", "memory": f"{memory}Gi", "nvidia.com/gpu": str(tp),
-                "ephemeral-storage": f"{cache}Gi"}
+                "ephemeral-storage": f"{cache + TMP_GIB}Gi"}
     return {"requests": requests, "limits": {"memory": f"{memory}Gi", "nvidia.com/gpu": str(tp)}}
 
 
@@ -142,48 +160,99 @@ CONTAINER_SECURITY = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+# Servers run as this non-root user (above the host's system and login ranges) whatever the image's default, so the
+# namespace can enforce the `restricted` Pod Security Standard. Python, PyTorch, Triton and vLLM put their caches
+# under HOME (~/.cache, ~/.triton), which lives on the cache volume; USER keeps getpass.getuser() working for a UID
+# that has no passwd entry (torch's compile cache asks for it); /tmp is its own volume.
+SERVER_UID = 10001
+HOME_PATH = f"{CACHE_PATH}/home"
 
 
-def token_env(token_secret: str | None) -> list[dict]:
-    if token_secret is None:
-        return []
-    return [{"name": "HF_TOKEN",
-             "valueFrom": {"secretKeyRef": {"name": token_secret, "key": TOKEN_SECRET_KEY}}}]
+def runtime_env() -> list[dict]:
+    return [{"name": "HOME", "value": HOME_PATH}, {"name": "USER", "value": "model-server"}]
+
+
+def pod_security(m: ModelDeployment) -> tuple[dict, dict]:
+    """The pod's and each container's security context."""
+    pod = {"runAsNonRoot": True, "runAsUser": SERVER_UID, "runAsGroup": SERVER_UID, "fsGroup": SERVER_UID,
+           "seccompProfile": {"type": "RuntimeDefault"}}
+    return pod, {**CONTAINER_SECURITY, "readOnlyRootFilesystem": m.read_only_root_filesystem}
+
+
+TOKEN_VOLUME = "huggingface-token"
+TOKEN_DIR = "/var/run/secrets/huggingface"
+TOKEN_FILE = f"{TOKEN_DIR}/{TOKEN_SECRET_KEY}"
+
+
+def hub_token_secret(args: ModelServerArgs) -> str | None:
+    """The token Secret for a server that downloads from the Hub; a registry-sourced server gets none."""
+    return args.token_secret if args.deployment.source == "huggingface" else None
+
+
+def token_file_mount() -> dict:
+    """The token as a read-only file (see `pod_spec`), for engines that read one (huggingface_hub's HF_TOKEN_PATH)."""
+    return {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
+
+
+def token_env_from_secret(token_secret: str) -> dict:
+    """The token as an environment variable, for an engine that reads nothing else."""
+    return {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token_secret, "key": TOKEN_SECRET_KEY}}}
 
 
 def pod_spec(args: ModelServerArgs, container: dict, init_containers: list[dict], cache: int) -> dict:
     m = args.deployment
+    pod_context, container_context = pod_security(m)
     spec = {
         "serviceAccountName": SERVER_SERVICE_ACCOUNT,
         "automountServiceAccountToken": False,  # Pod Identity mounts its own token; the API is never called
         "nodeSelector": {POOL_LABEL: m.gpu_pool},
         "tolerations": [{"key": GPU_TAINT["key"], "operator": "Equal", "value": GPU_TAINT["value"],
                          "effect": GPU_TAINT["effect"]}],
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "terminationGracePeriodSeconds": PRE_STOP_SLEEP_SECONDS + m.drain_seconds + 15,
+        "securityContext": pod_context,
+        "terminationGracePeriodSeconds": PRE_STOP_SLEEP_SECONDS + m.drain_seconds + TERMINATION_MARGIN_SECONDS,
         "containers": [{
             **container,
+            "env": [*runtime_env(), *container.get("env", [])],
             "resources": resources(m, args.pool, cache),
-            "securityContext": CONTAINER_SECURITY,
+            "securityContext": container_context,
             "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
             **probes(m, "http"),
             "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"},
-                             {"name": "cache", "mountPath": CACHE_PATH}],
+                             {"name": "cache", "mountPath": CACHE_PATH},
+                             {"name": "tmp", "mountPath": "/tmp"},
+                             *container.get("volumeMounts", [])],
         }],
         "volumes": [
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib(m)}Gi"}},
             {"name": "cache", "emptyDir": {"sizeLimit": f"{cache}Gi"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": f"{TMP_GIB}Gi"}},
         ],
     }
+    if any(mount["name"] == TOKEN_VOLUME for mount in container.get("volumeMounts", [])):
+        # Owner and group read only: the pod's fsGroup makes the file readable by the (non-root) server.
+        spec["volumes"].append({"name": TOKEN_VOLUME, "secret": {
+            "secretName": args.token_secret, "defaultMode": 0o440,
+            "items": [{"key": TOKEN_SECRET_KEY, "path": TOKEN_SECRET_KEY}]}})
     if init_containers:
-        spec["initContainers"] = [{**c, "securityContext": CONTAINER_SECURITY} for c in init_containers]
+        spec["initContainers"] = [{**c, "env": [*runtime_env(), *c.get("env", [])], "securityContext": container_context}
+                                  for c in init_containers]
     if m.max_replicas > 1:
-        # ScheduleAnyway: GPU capacity is often in one zone only; refusing to schedule would block scale-up.
-        spec["topologySpreadConstraints"] = [{
-            "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": selector(args.key)},
-        }]
+        spec["topologySpreadConstraints"] = spread_constraints(args.key)
     return spec
+
+
+def spread_constraints(key: str) -> list[dict]:
+    """Zones: best effort (ScheduleAnyway), because GPU capacity is often in one zone only and refusing would block
+    scale-up. Nodes: required for the first two replicas (minDomains 2 counts a missing second node as empty, so
+    Karpenter launches one), so one node's loss never takes every replica; later replicas may share nodes, which
+    keeps an 8-GPU node full of TP-4 servers."""
+    match = {"matchLabels": selector(key)}
+    return [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": match},
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+         "minDomains": 2, "labelSelector": match},
+    ]
 
 
 def min_servers(m: ModelDeployment) -> int:
@@ -206,11 +275,13 @@ def deployment_spec(args: ModelServerArgs, pod: dict, port: int) -> dict:
         "selector": {"matchLabels": selector(args.key)},
         # One extra server during a rollout, never one fewer: capacity is GPUs, and a new one takes minutes.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "progressDeadlineSeconds": progress_deadline_seconds(m),
         "template": {
             "metadata": {
                 "labels": labels(args.key, m.engine, m.tier),
                 "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
-                                "prometheus.io/path": "/metrics"},
+                                "prometheus.io/path": "/metrics",
+                                **({DO_NOT_DISRUPT: "true"} if protected_from_voluntary_disruption(m) else {})},
             },
             "spec": pod,
         },

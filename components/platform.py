@@ -7,6 +7,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components import network_policy
+from components.audit_logs import AuditLogs, AuditLogsArgs
 from components.cluster import EksCluster, EksClusterArgs
 from components.gateway import NAMESPACE as GATEWAY_NAMESPACE
 from components.gateway import GatewayArgs, GatewayService
@@ -88,16 +89,20 @@ class Platform(pulumi.ComponentResource):
         # Model serving
         namespace = k8s.core.v1.Namespace(f"{name}-inference", metadata={
             "name": NAMESPACE,
-            # Model servers run as the images' root user, so `restricted` cannot be enforced; warn on it instead.
-            "labels": {**PLATFORM_LABELS, "pod-security.kubernetes.io/enforce": "baseline",
-                       "pod-security.kubernetes.io/warn": "restricted"},
+            # Model servers run as a non-root UID with only emptyDir, secret and projected volumes.
+            "labels": {**PLATFORM_LABELS, "pod-security.kubernetes.io/enforce": "restricted"},
         }, opts=on_cluster)
         self.registry = ModelRegistry(f"{name}-registry", ModelRegistryArgs(
             cluster_name=cfg.cluster_name,
             cluster_name_output=self.cluster.cluster_name,
             config=cfg.model_registry,
+            region=cfg.cluster.region,
             namespace=namespace,
         ), on_cluster)
+        self.audit_logs = AuditLogs(f"{name}-audit", AuditLogsArgs(
+            cluster_name=cfg.cluster_name, region=cfg.cluster.region, retention_days=cfg.cluster.log_retention_days,
+            vpc_id=self.cluster.vpc_id, logged_buckets={"registry": self.registry.bucket},
+        ), on_aws)
         server_prerequisites = [namespace, self.registry.server_service_account, *self.registry.associations,
                                 *self.gpu_pools.values()]
         huggingface_token = secrets.get("huggingfaceToken")

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from catalog.engines import TGI_KV_CACHE_DTYPE, TGI_QUANTIZE
 from catalog.versions import AWS_CLI, TGI
-from components.model_server import CACHE_PATH, REGISTRY_PREFIX, ModelServer, ModelServerArgs, token_env
+from components.model_server import (
+    CACHE_PATH,
+    REGISTRY_PREFIX,
+    ModelServer,
+    ModelServerArgs,
+    hub_token_secret,
+    token_env_from_secret,
+)
 from config import ModelDeployment
 
 # TGI keeps at most this many tokens of each request's budget for generation; the rest may be prompt.
@@ -67,7 +74,8 @@ class TgiService(ModelServer):
         container = {
             "name": "tgi",
             "image": TGI.reference,
-            "env": env + token_env(args.token_secret),
+            # TGI's Rust launcher and router read the token from the environment only (unchecked for a file here).
+            "env": env + ([token_env_from_secret(hub_token_secret(args))] if hub_token_secret(args) else []),
             "ports": [{"name": "http", "containerPort": cls.PORT, "protocol": "TCP"}],
         }
         init = [registry_sync(m, bucket, args.region)] if m.source == "registry" else []

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from catalog.engines import VLLM_QUANTIZATION
 from catalog.versions import VLLM
-from components.model_server import CACHE_PATH, REGISTRY_PREFIX, ModelServer, ModelServerArgs, token_env
+from components.model_server import (
+    CACHE_PATH,
+    REGISTRY_PREFIX,
+    TOKEN_FILE,
+    ModelServer,
+    ModelServerArgs,
+    hub_token_secret,
+    token_file_mount,
+)
 from config import ModelDeployment
 
 
@@ -55,7 +63,6 @@ class VllmService(ModelServer):
             # The Run:ai streamer's S3 client and boto3 need the region; credentials come from Pod Identity.
             {"name": "AWS_REGION", "value": args.region},
             {"name": "AWS_DEFAULT_REGION", "value": args.region},
-            *token_env(args.token_secret),
         ]
         container = {
             "name": "vllm",
@@ -65,4 +72,9 @@ class VllmService(ModelServer):
             "env": env,
             "ports": [{"name": "http", "containerPort": cls.PORT, "protocol": "TCP"}],
         }
+        if hub_token_secret(args):
+            # vLLM downloads through huggingface_hub, which reads the token from the file HF_TOKEN_PATH names when
+            # HF_TOKEN is unset (make test-upstream checks this with the huggingface_hub vLLM installs).
+            env.append({"name": "HF_TOKEN_PATH", "value": TOKEN_FILE})
+            container["volumeMounts"] = [token_file_mount()]
         return container, []

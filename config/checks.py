@@ -7,10 +7,17 @@ import re
 from dataclasses import replace
 
 from catalog.engines import NEEDS_QUANTIZED_CHECKPOINT, TGI_QUANTIZE, VLLM_QUANTIZATION, vllm_extra_arg_problems
-from catalog.instances import types_in_pool
+from catalog.instances import SPOT_INTERRUPTION_NOTICE_SECONDS, types_in_pool
 from catalog.models import MODELS
 from config.errors import Problem
-from config.schema import DNS_LABEL, TIERS, ModelDeployment, StackConfig
+from config.schema import (
+    DNS_LABEL,
+    PRE_STOP_SLEEP_SECONDS,
+    TERMINATION_MARGIN_SECONDS,
+    TIERS,
+    ModelDeployment,
+    StackConfig,
+)
 from planning import capacity
 
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
@@ -154,6 +161,9 @@ def _check_tags(cfg: StackConfig) -> list[Problem]:
     return problems
 
 
+MAX_SPOT_DRAIN_SECONDS = SPOT_INTERRUPTION_NOTICE_SECONDS - PRE_STOP_SLEEP_SECONDS - TERMINATION_MARGIN_SECONDS
+
+
 def _check_models(cfg: StackConfig) -> list[Problem]:
     problems: list[Problem] = []
     for key, m in cfg.models.items():
@@ -173,6 +183,12 @@ def _check_models(cfg: StackConfig) -> list[Problem]:
             problems.append(Problem(f"{path}.gpuPool", m.gpu_pool, f"allowed: {', '.join(cfg.gpu_pools)}"))
         if m.model in MODELS and m.gpu_pool in cfg.gpu_pools:
             problems.extend(_check_fit(path, m, cfg.gpu_pools[m.gpu_pool]))
+        if m.gpu_pool in cfg.gpu_pools and "spot" in cfg.gpu_pools[m.gpu_pool].capacity_types \
+                and m.drain_seconds > MAX_SPOT_DRAIN_SECONDS:
+            problems.append(Problem(f"{path}.drainSeconds", m.drain_seconds, (
+                f"pool '{m.gpu_pool}' may run on spot, which gives {SPOT_INTERRUPTION_NOTICE_SECONDS} s notice; the "
+                f"{PRE_STOP_SLEEP_SECONDS} s preStop, the drain and a {TERMINATION_MARGIN_SECONDS} s margin must fit "
+                f"in it: use at most {MAX_SPOT_DRAIN_SECONDS}, or capacityTypes [on-demand] for that pool")))
     return problems
 
 

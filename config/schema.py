@@ -35,6 +35,10 @@ DNS_NAME = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 # ElastiCache node types are cache.<family>.<size>; an EC2 type such as m7g.large is not one.
 CACHE_NODE_TYPE = r"^cache\.[a-z][a-z0-9-]*\.[a-z0-9]+$"
 TIERS = ("fast", "balanced", "quality")
+# A model server's shutdown: load balancers and endpoints stop sending to a terminating pod during the preStop
+# sleep; the engine then drains for drainSeconds; the margin lets it exit before the kubelet's SIGKILL.
+PRE_STOP_SLEEP_SECONDS = 15
+TERMINATION_MARGIN_SECONDS = 15
 
 
 class _Model(BaseModel):
@@ -84,6 +88,10 @@ class Cluster(_Model):
     deletion_protection: bool = False
     addon_versions: dict[str, str] = Field(default_factory=dict)
     """Pin EKS add-on versions by add-on name; unset add-ons get EKS's default version for the cluster version."""
+    log_retention_days: Literal[30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288,
+                                3653] = 90
+    """Default 90: how long the control-plane logs (CloudWatch), VPC flow logs and S3 access logs (the audit bucket)
+    are kept; the values CloudWatch Logs accepts, from 30 days."""
     system_node_group: SystemNodeGroup = Field(default_factory=SystemNodeGroup)
 
     @field_validator("kubernetes_version")
@@ -259,8 +267,13 @@ class ModelDeployment(_Model):
     extra_args: list[str] = Field(default_factory=list)
     """Extra vLLM command-line arguments, e.g. ["--enable-chunked-prefill"]. vLLM only; a flag the platform sets
     from another key, or one vLLM has removed, is rejected. `make test-upstream` parses them with the real vLLM."""
-    drain_seconds: int = Field(default=120, ge=0, le=3600)
-    """Default 120: on shutdown, in-flight requests get this long to finish before they are aborted."""
+    read_only_root_filesystem: bool = True
+    """Default true: the server writes only to its volumes (the cache, /tmp, /dev/shm), with HOME on the cache
+    volume. Set false only if an engine release writes elsewhere (its log names the path); please report it."""
+    drain_seconds: int = Field(default=90, ge=0, le=3600)
+    """Default 90: on shutdown, in-flight requests get this long to finish before they are aborted. A server's
+    whole shutdown (PRE_STOP_SLEEP_SECONDS, then the drain, then TERMINATION_MARGIN_SECONDS) must fit spot's
+    two-minute notice on a spot-capable pool, so 90 is the most there; on-demand-only pools allow up to 3600."""
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     slo: Slo = Field(default_factory=Slo)
     cost_per_1k_tokens: TokenCost = Field(default_factory=TokenCost, alias="costPer1kTokens")

@@ -162,6 +162,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["fqdn"] = str(inputs.get("name", "")).rstrip(".")
         if typ == "aws:elasticache/replicationGroup:ReplicationGroup":
             outputs["primaryEndpointAddress"] = f"master.{physical}.abc123.use1.cache.amazonaws.com"
+        if typ == "aws:cloudwatch/eventRule:EventRule":  # EventBridge, under its old CloudWatch Events module
+            outputs["arn"] = f"arn:aws:events:{self.region}:{ACCOUNT}:rule/{physical}"
         if typ == "aws:sqs/queue:Queue":
             outputs["url"] = f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT}/{physical}"
         if typ == "aws:ec2/vpc:Vpc":

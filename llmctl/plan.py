@@ -183,13 +183,20 @@ def summary(plan: Plan) -> str:
             f"{startup // 60} min  {model.model} from {model.source}  {container['image']}")
     lines += ["", *_autoscaling_lines(plan), "", *_gateway_lines(plan), "", *_monitoring_lines(plan)]
     lines += ["", *cost.summary_lines(plan.cost_report)]
-    lines += ["", *policy_check.report_lines(plan.violations)]
+    lines += ["", *policy_check.report_lines(plan.violations, policy_check.stack_policy_config(plan.stack))]
     lines += ["", "Helm releases:"]
     lines += [f"  {r['release']:<24} {r['chart']} {r['version']}" for r in plan.releases()]
     for key in plan.placeholder_secrets:
         path = "--path " if "." in key else ""
         lines.append(f"\nnote: {key} is not set in Pulumi.{plan.stack}.yaml; rendered with a placeholder. Before "
                      f"`pulumi up`: pulumi config set --secret {path}{config.PROJECT}:{key} <value> --stack {plan.stack}")
+    for key, m in sorted(plan.cfg.models.items()):
+        pool = plan.cfg.gpu_pools[m.gpu_pool]
+        if m.min_replicas <= 1 and "spot" in pool.capacity_types:
+            lines.append(f"\nnote: models.{key} can be down to one server on pool '{m.gpu_pool}', which runs spot first: "
+                         f"a spot reclaim takes the model down until a replacement loads (up to "
+                         f"{startup_budget_seconds(m) // 60} min). Set minReplicas 2, or capacityTypes [on-demand] "
+                         f"for that pool.")
     for key, pool in plan.cfg.gpu_pools.items():
         if pool.ami_version == "latest":
             lines.append(f"\nnote: gpuPools.{key}.amiVersion is 'latest': every AMI release will replace its nodes; pin it for production.")

@@ -116,13 +116,17 @@ def check(recording: Recording, stack: str) -> list[Violation]:
     return evaluate(subjects(recording), stack_policy_config(stack))
 
 
-def report_lines(violations: list[Violation], policies=POLICIES) -> list[str]:
-    mandatory = sum(1 for p in policies if p.enforcement_level == EnforcementLevel.MANDATORY)
+def report_lines(violations: list[Violation], config: dict[str, dict[str, Any]] | None = None,
+                 policies=POLICIES) -> list[str]:
+    """Each rule's result; the levels are the ones the stack's policy config gives."""
+    mandatory = sum(1 for p in policies if _level(p, config or {}) == EnforcementLevel.MANDATORY)
     lines = [f"Policies (policy/, the CrossGuard pack `pulumi preview --policy-pack policy` runs; {mandatory} "
              f"mandatory, {len(policies) - mandatory} advisory):"]
     for policy in policies:
         own = [v for v in violations if v.policy == policy.name]
         mark = "ok" if not own else ("FAIL" if own[0].level == EnforcementLevel.MANDATORY.value else "warn")
+        if _level(policy, config or {}) == EnforcementLevel.DISABLED:
+            mark = "off"
         lines.append(f"  {mark:<4}  {policy.name:<40} {policy.description}")
         lines += [f"          {v.resource}: {v.message}" for v in own]
     return lines

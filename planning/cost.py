@@ -1,8 +1,8 @@
 """Cost model: what a stack costs per hour and per month at its minimum and maximum replicas. Pure functions over
 plain inputs (llmctl/cost.py builds them from a stack's configuration); prices come from the catalog.
 
-GPU nodes: per pool, the replicas of its models are packed onto nodes of one instance type, first fit decreasing,
-and the pool takes the instance type that makes that cheapest, as Karpenter's cheapest-fit choice would. A pool
+GPU nodes: per pool, the replicas of its models are packed onto nodes of one instance type, first fit decreasing
+(a model's first two replicas on two nodes, as the servers' spread requires), and the pool takes the instance type that makes that cheapest, as Karpenter's cheapest-fit choice would. A pool
 with spot capacity is priced both ways: all spot (the catalog's estimate) and all on-demand (the fallback when spot
 is gone). Each model is charged its GPUs' share of its nodes; GPUs no replica uses are the pool's idle share.
 
@@ -155,16 +155,20 @@ class CostReport:
         return self.gpu_usd_per_hour(at) + Both(fixed, fixed)
 
 
-def nodes_needed(replica_gpus: list[int], gpus_per_node: int) -> int:
-    """Nodes for these replicas, first fit decreasing: a replica's GPUs must share one node."""
-    free: list[int] = []
-    for gpus in sorted(replica_gpus, reverse=True):
-        slot = next((i for i, f in enumerate(free) if f >= gpus), None)
+def nodes_needed(replicas: list[tuple[str, int]], gpus_per_node: int) -> int:
+    """Nodes for these (model, GPUs) replicas, first fit decreasing: a replica's GPUs share one node, and a model's
+    first two replicas need two nodes (the model servers' hostname spread, minDomains 2); later ones may share."""
+    nodes: list[tuple[int, set[str]]] = []  # (free GPUs, models on the node)
+    for model, gpus in sorted(replicas, key=lambda r: -r[1]):
+        spread = sum(1 for _, models in nodes if model in models) >= 2
+        slot = next((i for i, (free, models) in enumerate(nodes) if free >= gpus and (spread or model not in models)),
+                    None)
         if slot is None:
-            free.append(gpus_per_node - gpus)
+            nodes.append((gpus_per_node - gpus, {model}))
         else:
-            free[slot] -= gpus
-    return len(free)
+            free, models = nodes[slot]
+            nodes[slot] = (free - gpus, models | {model})
+    return len(nodes)
 
 
 def node_prices(instance: InstanceType, region: str, spot: bool) -> Both | None:
@@ -174,21 +178,22 @@ def node_prices(instance: InstanceType, region: str, spot: bool) -> Both | None:
     return Both(on_demand, spot_estimate(instance.name, region) if spot else on_demand)
 
 
-def pool_cost(pool: PoolSpec, replica_gpus: list[int], region: str) -> PoolCost:
-    """The pool's cheapest single-type packing of these replicas (on-demand prices decide)."""
-    if not replica_gpus:
+def pool_cost(pool: PoolSpec, replicas: list[tuple[str, int]], region: str) -> PoolCost:
+    """The pool's cheapest single-type packing of these (model, GPUs) replicas (on-demand prices decide)."""
+    if not replicas:
         return PoolCost(pool.key, None, 0, 0, 0, ZERO)
+    used = sum(gpus for _, gpus in replicas)
     best: PoolCost | None = None
     for name in sorted(pool.instance_types):
         instance = INSTANCE_TYPES.get(name)
         each = node_prices(instance, region, pool.spot) if instance else None
-        if each is None or instance.gpus < max(replica_gpus):
+        if each is None or instance.gpus < max(gpus for _, gpus in replicas):
             continue
-        nodes = nodes_needed(replica_gpus, instance.gpus)
-        candidate = PoolCost(pool.key, name, nodes, sum(replica_gpus), nodes * instance.gpus, each.times(nodes))
+        nodes = nodes_needed(replicas, instance.gpus)
+        candidate = PoolCost(pool.key, name, nodes, used, nodes * instance.gpus, each.times(nodes))
         if best is None or candidate.usd_per_hour.on_demand < best.usd_per_hour.on_demand:
             best = candidate
-    return best or PoolCost(pool.key, None, 0, sum(replica_gpus), 0, ZERO)
+    return best or PoolCost(pool.key, None, 0, used, 0, ZERO)
 
 
 def decode_throughput(request: SizingRequest, bandwidth_gb_s: float) -> Throughput:
@@ -238,7 +243,7 @@ def estimate(models: list[ModelDemand], pools: list[PoolSpec], fixed: FixedSpec)
     by_pool: tuple[list[PoolCost], list[PoolCost]] = ([], [])
     for at, replicas_of in enumerate((lambda m: m.min_replicas, lambda m: m.max_replicas)):
         for pool in pools:
-            demand = [m.gpus_per_replica for m in models if m.pool == pool.key for _ in range(replicas_of(m))]
+            demand = [(m.key, m.gpus_per_replica) for m in models if m.pool == pool.key for _ in range(replicas_of(m))]
             cost = pool_cost(pool, demand, fixed.region)
             if demand and cost.instance_type is None:
                 unpriced.append(f"GPU pool {pool.key}: no catalog price for {', '.join(pool.instance_types)} "

@@ -40,6 +40,10 @@ PUBLIC_ACCESS_BLOCK_TYPE = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlo
 BUCKET_POLICY_TYPE = "aws:s3/bucketPolicy:BucketPolicy"
 PUBLIC_ACCESS_FLAGS = ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets")
 KMS_ALGORITHMS = {"aws:kms", "aws:kms:dsse"}
+# S3 server access logs cannot be delivered to a bucket whose default encryption is SSE-KMS (AWS, "Enabling Amazon
+# S3 server access logging"), so a bucket that is another bucket's logging target may use SSE-S3 instead.
+LOGGING_TYPES = {"aws:s3/bucketLogging:BucketLogging", "aws:s3/bucketLoggingV2:BucketLoggingV2"}
+LOG_TARGET_ALGORITHMS = KMS_ALGORITHMS | {"AES256"}
 
 
 def _attached(args: StackValidationArgs, bucket: PolicyResource, types: set[str]) -> list[PolicyResource]:
@@ -60,17 +64,32 @@ def _buckets(args: StackValidationArgs) -> list[PolicyResource]:
     return [r for r in args.resources if r.resource_type in BUCKET_TYPES]
 
 
+def _is_log_target(args: StackValidationArgs, bucket: PolicyResource) -> bool:
+    """True when a BucketLogging resource sends another bucket's access logs to this one."""
+    for logging in (r for r in args.resources if r.resource_type in LOGGING_TYPES):
+        if any(dep.urn == bucket.urn for dep in logging.property_dependencies.get("targetBucket", [])):
+            return True
+        try:
+            if bucket.props.get("bucket") is not None and logging.props.get("targetBucket") == bucket.props.get("bucket"):
+                return True
+        except UnknownValueError:
+            continue
+    return False
+
+
 def _check_bucket_kms(args: StackValidationArgs, report: ReportViolation) -> None:
     for bucket in _buckets(args):
         configs = _attached(args, bucket, ENCRYPTION_TYPES)
         algorithms = [(rule.get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm")
                       for c in configs for rule in c.props.get("rules") or []]
+        allowed = LOG_TARGET_ALGORITHMS if _is_log_target(args, bucket) else KMS_ALGORITHMS
         if not configs:
             report(f"S3 bucket {bucket.name} has no BucketServerSideEncryptionConfiguration: add one with "
                    f"sseAlgorithm aws:kms and a customer-managed key", bucket.urn)
-        elif not algorithms or any(a not in KMS_ALGORITHMS for a in algorithms):
-            report(f"S3 bucket {bucket.name} is encrypted with {algorithms}; allowed: {sorted(KMS_ALGORITHMS)}",
-                   bucket.urn)
+        elif not algorithms or any(a not in allowed for a in algorithms):
+            report(f"S3 bucket {bucket.name} is encrypted with {algorithms}; allowed: {sorted(allowed)}"
+                   + ("" if allowed is LOG_TARGET_ALGORITHMS else " (AES256 only for a bucket that receives S3 "
+                      "access logs)"), bucket.urn)
 
 
 def _check_bucket_public_access(args: StackValidationArgs, report: ReportViolation) -> None:
@@ -292,6 +311,25 @@ def _check_model_server_pdb(args: StackValidationArgs, report: ReportViolation) 
                    server.urn)
 
 
+# Images ---------------------------------------------------------------------------------------------------------
+POD_TEMPLATE_TYPES = WORKLOAD_TYPES | {"kubernetes:apps/v1:DaemonSet", "kubernetes:batch/v1:Job",
+                                       "kubernetes:batch/v1:CronJob"}
+
+
+def _check_image_digests(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in POD_TEMPLATE_TYPES:
+        return
+    spec = _pod_template(args.props).get("spec") or {}
+    if args.resource_type == "kubernetes:batch/v1:CronJob":
+        job = ((args.props.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}
+        spec = (job.get("template") or {}).get("spec") or {}
+    tagged = sorted({c.get("image", "") for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+                     if "@sha256:" not in c.get("image", "")})
+    if tagged:
+        report(f"{_k8s_name(args.props, args.name)} runs images by tag, not digest: {', '.join(tagged)}. A tag can "
+               f"be moved; pin <image>@sha256:<digest> once you have checked the digest (README, Security)")
+
+
 # Secrets --------------------------------------------------------------------------------------------------------
 SECRET_TYPE = "kubernetes:core/v1:Secret"
 CREDENTIAL_WORDS = ("password", "token", "key", "secret", "webhook", "credential")
@@ -368,6 +406,8 @@ POLICIES = [
                              _check_nodeclass_imdsv2, MANDATORY),
     ResourceValidationPolicy("eks-audit-logging", "EKS control-plane audit logging is on",
                              _check_eks_audit_logging, MANDATORY),
+    ResourceValidationPolicy("image-pinned-by-digest", "Workloads run images pinned by digest",
+                             _check_image_digests, ADVISORY),
     ResourceValidationPolicy("eks-public-endpoint-open", "The EKS API endpoint is not open to the whole internet",
                              _check_eks_public_endpoint, ADVISORY),
     ResourceValidationPolicy(

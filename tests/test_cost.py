@@ -18,32 +18,35 @@ REGION = "us-east-1"
 
 @pytest.mark.parametrize("replicas, per_node, nodes", [
     ([], 8, 0),
-    ([1], 1, 1),
-    ([1, 1, 1], 1, 3),
-    ([4, 4, 1], 8, 2),  # two TP-4 replicas fill one node; the 1-GPU replica needs a second
-    ([4, 1, 4, 1, 1, 1, 1], 8, 2),
-    ([8, 8], 8, 2),
-    ([2, 2, 2, 2, 1], 4, 3),
+    ([("a", 1)], 1, 1),
+    ([("a", 1), ("b", 1), ("c", 1)], 1, 3),
+    ([("a", 4), ("b", 4), ("c", 1)], 8, 2),  # two TP-4 servers of different models fill one node
+    ([("a", 4), ("a", 4)], 8, 2),  # two of one model: the hostname spread needs two nodes
+    ([("a", 4), ("a", 4), ("a", 4), ("a", 4)], 8, 2),  # from the third replica on, they may share
+    ([("a", 4), ("c", 1), ("a", 4), ("c", 1), ("d", 1), ("e", 1), ("f", 1)], 8, 2),
+    ([("a", 8), ("a", 8)], 8, 2),
+    ([("a", 2), ("b", 2), ("c", 2), ("d", 2), ("e", 1)], 4, 3),
 ])
-def test_replicas_pack_first_fit_decreasing_and_never_split_across_nodes(replicas, per_node, nodes):
+def test_replicas_pack_first_fit_decreasing_spread_and_never_split_across_nodes(replicas, per_node, nodes):
     assert cost.nodes_needed(replicas, per_node) == nodes
 
 
 def test_a_pool_takes_its_cheapest_packing_and_prices_spot_only_when_it_may_use_spot():
     pool = cost.PoolSpec("large", ["p4de.24xlarge", "p5.48xlarge"], spot=True)
-    chosen = cost.pool_cost(pool, [4, 4, 1], REGION)
+    replicas = [("llama-70b", 4), ("llama-70b", 4), ("tgi", 1)]
+    chosen = cost.pool_cost(pool, replicas, REGION)
     assert (chosen.instance_type, chosen.nodes, chosen.gpus_used, chosen.gpus_total) == ("p4de.24xlarge", 2, 9, 16)
     assert chosen.usd_per_hour.on_demand == pytest.approx(2 * on_demand_price("p4de.24xlarge", REGION))
     assert chosen.usd_per_hour.spot == pytest.approx(2 * spot_estimate("p4de.24xlarge", REGION))
     assert chosen.idle_usd_per_hour.on_demand == pytest.approx(chosen.usd_per_hour.on_demand * 7 / 16)
-    on_demand_only = cost.pool_cost(replace(pool, spot=False), [4, 4, 1], REGION)
+    on_demand_only = cost.pool_cost(replace(pool, spot=False), replicas, REGION)
     assert on_demand_only.usd_per_hour.spot == on_demand_only.usd_per_hour.on_demand
 
 
 def test_small_replicas_go_on_small_nodes_and_big_ones_skip_nodes_too_small():
     pool = cost.PoolSpec("small", ["g6.xlarge", "g6.12xlarge", "g6.48xlarge"], spot=True)
-    assert cost.pool_cost(pool, [1, 1], REGION).instance_type == "g6.xlarge"
-    four = cost.pool_cost(pool, [4], REGION)
+    assert cost.pool_cost(pool, [("a", 1), ("a", 1)], REGION).instance_type == "g6.xlarge"
+    four = cost.pool_cost(pool, [("b", 4)], REGION)
     assert (four.instance_type, four.nodes) == ("g6.12xlarge", 1)  # g6.xlarge has one GPU
     assert cost.pool_cost(pool, [], REGION).nodes == 0
 

@@ -28,10 +28,18 @@ MASTER = "sk-test-master"
 
 
 class Backend(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat endpoint with fixed usage: 10 prompt and 5 completion tokens."""
+    """An OpenAI-compatible chat endpoint with fixed usage: 10 prompt and 5 completion tokens. The model `draining`
+    refuses every other request with 503, as a server that received SIGTERM refuses new work."""
+
+    attempts: dict[str, int] = {}
 
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        model = str(body.get("model"))
+        Backend.attempts[model] = Backend.attempts.get(model, 0) + 1
+        if model.endswith("draining") and Backend.attempts[model] % 2 == 1:
+            self.send_error(503, "server is shutting down")
+            return
         reply = json.dumps({"id": "c1", "object": "chat.completion", "created": int(time.time()),
                             "model": body.get("model"), "choices": [{"index": 0, "finish_reason": "stop",
                             "message": {"role": "assistant", "content": "ok"}}],
@@ -56,9 +64,10 @@ def stack_config() -> config.StackConfig:
             # balanced has no ready server: its requests fall back to fast.
             "mid": {"model": "llama-3.1-8b", "gpuPool": "g", "tier": "balanced"},
             "asleep": {"model": "llama-3.1-8b", "gpuPool": "g", "minReplicas": 0},
+            "draining": {"model": "llama-3.1-8b", "gpuPool": "g"},
         },
         "gateway": {"ingress": {"enabled": False}, "keys": {
-            "team": {"models": ["fast", "balanced", "auto", "asleep"], "requestsPerMinute": 100,
+            "team": {"models": ["fast", "balanced", "auto", "asleep", "draining"], "requestsPerMinute": 100,
                      "tokensPerMinute": 100000},
             "limited": {"models": ["fast"], "requestsPerMinute": 2, "tokensPerMinute": 100000}}},
     })
@@ -70,7 +79,7 @@ def proxy():
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     live, dead = f"http://127.0.0.1:{backend.server_port}", f"http://127.0.0.1:{free_port()}"
     work = ROOT / "build" / "test-gateway-proxy"
-    server = start_proxy("litellm", work, stack_config(), {"small": live, "mid": dead, "asleep": dead}, MASTER, KEYS)
+    server = start_proxy("litellm", work, stack_config(), {"small": live, "mid": dead, "asleep": dead, "draining": live}, MASTER, KEYS)
     try:
         server.wait_ready("/health/readiness", STARTUP_SECONDS)
         yield server.url, work
@@ -150,3 +159,14 @@ def test_the_dashboards_labels_exist_in_the_real_metrics(proxy):
     assert spend and all('api_key_alias="' in line for line in spend), metrics[:2000]
     # The labels the ServiceMonitor drops are really there (so dropping them matters).
     assert 'client_ip="' in requests[0] and 'hashed_api_key="' in requests[0]
+
+
+def test_a_request_refused_before_any_token_is_retried(proxy):
+    """A server that got SIGTERM (a spot reclaim, a scale-down) refuses new requests with 503 while it drains; the
+    gateway retries once, and the client sees only the answer."""
+    url, _ = proxy
+    before = {k: v for k, v in Backend.attempts.items() if k.endswith("draining")}
+    status, _, body = call(url, KEYS["team"], "draining")
+    after = {k: v for k, v in Backend.attempts.items() if k.endswith("draining")}
+    assert status == 200, body
+    assert sum(after.values()) - sum(before.values()) == 2, (before, after)

@@ -70,14 +70,28 @@ def test_controller_policy_fits_an_inline_role_policy():
     assert len(json.dumps(POLICY, separators=(",", ":"))) < 10_240
 
 
-def test_queue_policy_allows_eventbridge_and_denies_plain_http():
-    policy = interruption_queue_policy(QUEUE)
-    allow, deny = policy["Statement"]
-    assert allow["Effect"] == "Allow" and allow["Action"] == "sqs:SendMessage"
-    assert "events.amazonaws.com" in allow["Principal"]["Service"]
+RULES = [f"arn:aws:events:us-east-1:123456789012:rule/karpenter-{n}" for n in ("spot", "health")]
+
+
+def test_queue_policy_admits_only_this_stacks_rules_and_denies_plain_http():
+    policy = interruption_queue_policy(QUEUE, RULES)
+    events, sqs, deny = policy["Statement"]
+    assert events["Effect"] == "Allow" and events["Action"] == "sqs:SendMessage"
+    assert events["Principal"] == {"Service": "events.amazonaws.com"}
+    assert events["Condition"] == {"ArnEquals": {"aws:SourceArn": sorted(RULES)}}
+    assert sqs["Principal"] == {"Service": "sqs.amazonaws.com"} and sqs["Action"] == "sqs:SendMessage"
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "sqs:*"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    assert {allow["Resource"], deny["Resource"]} == {QUEUE}
+    assert {events["Resource"], sqs["Resource"], deny["Resource"]} == {QUEUE}
+
+
+def test_the_rendered_queue_policy_names_every_rendered_rule(stack):
+    (policy,) = stack.of_type("aws:sqs/queuePolicy:QueuePolicy")
+    statement = json.loads(policy["inputs"]["policy"])["Statement"][0]
+    rules = stack.of_type("aws:cloudwatch/eventRule:EventRule")
+    assert len(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == len(rules) == len(INTERRUPTION_EVENTS)
+    assert all(arn.startswith("arn:aws:events:") and ":rule/" in arn
+               for arn in statement["Condition"]["ArnEquals"]["aws:SourceArn"])
 
 
 def test_interruption_events_cover_spot_rebalance_state_and_health():
@@ -89,11 +103,12 @@ def test_interruption_events_cover_spot_rebalance_state_and_health():
 
 
 def test_pod_identity_trust_is_limited_to_one_service_account():
-    trust = pod_identity_trust_policy(CLUSTER, "kube-system", "karpenter")
+    trust = pod_identity_trust_policy(CLUSTER, "kube-system", "karpenter", "123456789012")
     [statement] = trust["Statement"]
     assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert set(statement["Action"]) == {"sts:AssumeRole", "sts:TagSession"}
     assert statement["Condition"]["StringEquals"] == {
+        "aws:SourceAccount": "123456789012",
         "aws:RequestTag/eks-cluster-name": CLUSTER,
         "aws:RequestTag/kubernetes-namespace": "kube-system",
         "aws:RequestTag/kubernetes-service-account": "karpenter",

@@ -81,6 +81,16 @@ def test_each_missing_bucket_protection_is_reported(resources, policy, says):
     assert violations[0].resource == expected and violations[0].level == "mandatory"
 
 
+def test_sse_s3_is_allowed_only_for_a_bucket_that_receives_access_logs():
+    logging = Subject("aws:s3/bucketLogging:BucketLogging", "access-logs",
+                      {"bucket": "other-bucket", "targetBucket": "unknown-during-preview", "targetPrefix": "s3-access/"},
+                      property_dependencies={"targetBucket": ["urn:bucket"]})
+    s3_managed = [bucket(), encryption("AES256"), public_access_block(), bucket_policy(TLS_ONLY)]
+    assert found(*s3_managed, logging, policy="s3-bucket-kms-encryption") == []
+    (violation,) = found(*s3_managed, policy="s3-bucket-kms-encryption")
+    assert "AES256 only for a bucket that receives S3 access logs" in violation.message
+
+
 def test_a_new_buckets_settings_are_matched_by_property_dependency_when_its_name_is_unknown():
     assert found(bucket(), encryption(linked_by="dependency"), policy="s3-bucket-kms-encryption") == []
     assert found(bucket(), encryption(linked_by="neither"), policy="s3-bucket-kms-encryption")
@@ -281,14 +291,24 @@ def test_rendered_stacks_pass_every_mandatory_policy(stack: Rendered):
     assert "Policies (policy/" in stack.stdout and " FAIL " not in stack.stdout
 
 
-def test_prod_is_advised_to_pin_its_ami_and_narrow_its_endpoint(prod: Rendered, dev: Rendered):
+def test_prod_is_advised_to_pin_its_ami_and_dev_to_narrow_its_endpoint(prod: Rendered, dev: Rendered):
     prod_advice = {(v["policy"], v["resource"]) for v in json.loads((prod.out / "policy.json").read_text())}
     nodeclasses = {f"kubernetes:karpenter.k8s.aws/v1:EC2NodeClass {r['name']}"
                    for r in prod.of_type("kubernetes:karpenter.k8s.aws/v1:EC2NodeClass")}
-    assert {("ami-version-pinned-in-production", n) for n in nodeclasses} <= prod_advice
-    assert ("eks-public-endpoint-open", "eks:index:Cluster llm-cluster-eks") in prod_advice
-    dev_policies = {v["policy"] for v in json.loads((dev.out / "policy.json").read_text())}
-    assert "ami-version-pinned-in-production" not in dev_policies  # policy/config/dev.json does not exist
+    assert {a for a in prod_advice if a[0] != "image-pinned-by-digest"} == {
+        ("ami-version-pinned-in-production", n) for n in nodeclasses}
+    dev_advice = {(v["policy"], v["level"]) for v in json.loads((dev.out / "policy.json").read_text())}
+    assert dev_advice == {("eks-public-endpoint-open", "advisory"), ("image-pinned-by-digest", "advisory")}  # dev.json neither sets production nor raises it
+
+
+def test_an_endpoint_open_to_everyone_fails_prod_and_only_warns_elsewhere():
+    from llmctl.policy_check import stack_policy_config
+
+    cluster = Subject("eks:index:Cluster", "eks", {"enabledClusterLogTypes": ["audit"],
+                                                   "publicAccessCidrs": ["0.0.0.0/0"]})
+    levels = {stack: [v.level for v in found(cluster, policy="eks-public-endpoint-open",
+                                             config=stack_policy_config(stack))] for stack in ("dev", "prod")}
+    assert levels == {"dev": ["advisory"], "prod": ["mandatory"]}
 
 
 def test_a_mandatory_violation_fails_llmctl_plan(tmp_path):
@@ -328,7 +348,7 @@ def test_the_packs_own_environment_pins_what_llmctl_runs():
     assert pinned["pulumi-policy"] in root and pinned["pulumi"] in root
     manifest = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"]["name"] == "python"
-    assert len({p.name for p in POLICIES}) == len(POLICIES) == 13
+    assert len({p.name for p in POLICIES}) == len(POLICIES) == 14
 
 
 def test_during_a_preview_a_secret_value_not_yet_known_is_skipped_and_the_rest_still_checked():
@@ -348,3 +368,25 @@ def test_during_a_preview_a_secret_value_not_yet_known_is_skipped_and_the_rest_s
     reported = []
     rule.validate(args, lambda message, urn=None: reported.append(message))
     assert reported == ["Secret llm-gateway/redis-connection stringData.password is empty"]
+
+
+@pytest.mark.parametrize("images, listed", [
+    (["vllm/vllm-openai:v0.32.0"], ["vllm/vllm-openai:v0.32.0"]),
+    (["vllm/vllm-openai:v0.32.0@sha256:" + "a" * 64], []),
+    (["ghcr.io/a/b:1", "ghcr.io/a/b:1"], ["ghcr.io/a/b:1"]),
+])
+def test_images_by_tag_are_listed_as_advice(images, listed):
+    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
+    workload = Subject("kubernetes:apps/v1:DaemonSet", "ds", {"metadata": {"name": "x", "namespace": "n"},
+                                                             "spec": {"template": {"spec": {"containers": containers}}}})
+    violations = found(workload, policy="image-pinned-by-digest")
+    assert [v.level for v in violations] == (["advisory"] if listed else [])
+    assert not listed or f"by tag, not digest: {', '.join(listed)}." in violations[0].message
+
+
+def test_every_rendered_image_is_listed_until_pinned(prod: Rendered):
+    advice = " ".join(v["message"] for v in json.loads((prod.out / "policy.json").read_text())
+                      if v["policy"] == "image-pinned-by-digest")
+    images = {c["image"] for d in prod.kind("Deployment") for c in
+              d["spec"]["template"]["spec"]["containers"] + d["spec"]["template"]["spec"].get("initContainers", [])}
+    assert images and all(image in advice for image in images if "@sha256:" not in image)

@@ -183,3 +183,13 @@ def test_the_readme_oidc_recipe_trusts_exactly_the_subjects_the_workflows_presen
     (up,) = load("pulumi-up.yml")["jobs"].values()
     (credentials,) = steps_using(up, OIDC_ACTION)
     assert sessions["llm-platform-deploy"] >= credentials["with"]["role-duration-seconds"]
+
+
+def test_jobs_that_reach_the_cluster_run_on_a_runner_the_stack_can_admit():
+    """A private or narrowed API endpoint (prod) is reachable only from a runner inside the VPC or in
+    cluster.publicAccessCidrs: the Pulumi jobs take their runner from a variable; the others need no cluster."""
+    for workflow, name, job in all_jobs():
+        if steps_using(job, PULUMI_ACTION):
+            assert job["runs-on"] == "${{ vars.PULUMI_RUNNER || 'ubuntu-24.04' }}", f"{workflow} {name}"
+        elif "runs-on" in job:
+            assert job["runs-on"] == "ubuntu-24.04", f"{workflow} {name}"
