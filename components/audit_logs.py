@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.buckets import deny_insecure_transport, private_bucket
+
 FLOW_LOGS_PREFIX = "vpc-flow-logs"
 ACCESS_LOGS_PREFIX = "s3-access"
 FLOW_LOG_AGGREGATION_SECONDS = 600
@@ -40,8 +42,7 @@ def audit_bucket_policy(bucket_arn: str, account_id: str, region: str, partition
              "Action": ["s3:GetBucketAcl", "s3:ListBucket"], "Resource": bucket_arn,
              "Condition": {"StringEquals": source_account,
                            "ArnLike": {"aws:SourceArn": f"arn:{partition}:logs:{region}:{account_id}:*"}}},
-            {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-             "Resource": [bucket_arn, f"{bucket_arn}/*"], "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+            deny_insecure_transport(bucket_arn),
         ],
     }
 
@@ -66,13 +67,7 @@ class AuditLogs(pulumi.ComponentResource):
         account = aws.get_caller_identity_output(opts=invoke).account_id
         partition = aws.get_partition_output(opts=invoke).partition
 
-        self.bucket = aws.s3.Bucket(f"{name}-bucket", bucket_prefix=f"{args.cluster_name[:30]}-audit-".lower(),
-                                    opts=child)
-        aws.s3.BucketOwnershipControls(f"{name}-ownership", bucket=self.bucket.id,
-                                       rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access", bucket=self.bucket.id, block_public_acls=True, block_public_policy=True,
-            ignore_public_acls=True, restrict_public_buckets=True, opts=child)
+        self.bucket, public_access = private_bucket(name, f"{args.cluster_name[:30]}-audit-".lower(), child)
         aws.s3.BucketServerSideEncryptionConfiguration(
             f"{name}-encryption", bucket=self.bucket.id,
             rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}], opts=child)

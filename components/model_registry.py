@@ -10,6 +10,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
+from components.buckets import deny_insecure_transport, private_bucket
 from components.iam import pod_identity_role
 from components.labels import PLATFORM_LABELS
 from components.model_server import NAMESPACE, REGISTRY_PREFIX, SERVER_SERVICE_ACCOUNT
@@ -23,17 +24,7 @@ ABORT_INCOMPLETE_UPLOADS_DAYS = 7
 
 
 def tls_only_bucket_policy(bucket_arn: str) -> dict:
-    return {
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DenyInsecureTransport",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:*",
-            "Resource": [bucket_arn, f"{bucket_arn}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }],
-    }
+    return {"Version": "2012-10-17", "Statement": [deny_insecure_transport(bucket_arn)]}
 
 
 READ_KEY = ["kms:Decrypt"]
@@ -124,14 +115,8 @@ class ModelRegistry(pulumi.ComponentResource):
             enable_key_rotation=True, deletion_window_in_days=30, opts=child)
         aws.kms.Alias(f"{name}-key", name=f"alias/{args.cluster_name}-model-registry", target_key_id=self.key.key_id,
                       opts=child)
-        self.bucket = aws.s3.Bucket(
-            f"{name}-bucket", bucket_prefix=f"{args.cluster_name[:30]}-models-".lower(),
-            force_destroy=args.config.force_destroy, opts=child)
-        aws.s3.BucketOwnershipControls(f"{name}-ownership", bucket=self.bucket.id,
-                                       rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)
-        public_access = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access", bucket=self.bucket.id, block_public_acls=True, block_public_policy=True,
-            ignore_public_acls=True, restrict_public_buckets=True, opts=child)
+        self.bucket, public_access = private_bucket(
+            name, f"{args.cluster_name[:30]}-models-".lower(), child, force_destroy=args.config.force_destroy)
         aws.s3.BucketVersioning(f"{name}-versioning", bucket=self.bucket.id,
                                 versioning_configuration={"status": "Enabled"}, opts=child)
         aws.s3.BucketServerSideEncryptionConfiguration(
