@@ -162,10 +162,11 @@ CONTAINER_SECURITY = {
 }
 # Servers run as this non-root user (above the host's system and login ranges) whatever the image's default, so the
 # namespace can enforce the `restricted` Pod Security Standard. Python, PyTorch, Triton and vLLM put their caches
-# under HOME (~/.cache, ~/.triton), which lives on the cache volume; USER keeps getpass.getuser() working for a UID
+# under HOME (~/.cache, ~/.triton), which is the cache volume; USER keeps getpass.getuser() working for a UID
 # that has no passwd entry (torch's compile cache asks for it); /tmp is its own volume.
 SERVER_UID = 10001
-HOME_PATH = f"{CACHE_PATH}/home"
+HOME_PATH = CACHE_PATH
+"""HOME must exist when the server starts (some tools write files directly in it): the cache volume's root does."""
 
 
 def runtime_env() -> list[dict]:
