@@ -90,6 +90,17 @@ def test_progress_deadline_covers_a_node_launch_and_the_whole_startup_budget(sta
         assert d["spec"]["progressDeadlineSeconds"] >= budget + NODE_LAUNCH_SECONDS > 600
 
 
+# 5. Prod's API endpoint is not open to the internet ---------------------------------------------------------------
+
+def test_prods_api_endpoint_is_private_or_admits_named_ranges_only(prod: Rendered):
+    (cluster,) = prod.of_type("eks:index:Cluster")
+    inputs = cluster["inputs"]
+    if inputs["endpointPublicAccess"]:
+        assert inputs["publicAccessCidrs"] and not {"0.0.0.0/0", "::/0"} & set(inputs["publicAccessCidrs"])
+    verdict = json.loads((prod.out / "policy.json").read_text())
+    assert not [v for v in verdict if v["policy"] == "eks-public-endpoint-open"]
+
+
 # 6. The Hugging Face token reaches only servers that download from the Hub, as a file where the engine reads one ---
 
 def test_only_hub_sourced_servers_get_the_token_and_vllm_gets_it_as_a_file(stack: Rendered):
