@@ -16,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.buckets import deny_insecure_transport, private_bucket
+from components.iam import account_and_partition
 
 FLOW_LOGS_PREFIX = "vpc-flow-logs"
 ACCESS_LOGS_PREFIX = "s3-access"
@@ -63,9 +64,7 @@ class AuditLogs(pulumi.ComponentResource):
     def __init__(self, name: str, args: AuditLogsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-platform:index:AuditLogs", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
-        account = aws.get_caller_identity_output(opts=invoke).account_id
-        partition = aws.get_partition_output(opts=invoke).partition
+        account, partition = account_and_partition(self)
 
         self.bucket, public_access = private_bucket(name, f"{args.cluster_name[:30]}-audit-".lower(), child)
         aws.s3.BucketServerSideEncryptionConfiguration(

@@ -54,10 +54,16 @@ def pod_identity_trust_policy(cluster_name: str, namespace: str, service_account
     }
 
 
+def account_and_partition(parent: pulumi.Resource | None) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    """The account of the credentials `pulumi up` runs with, and its partition (aws, aws-cn, aws-us-gov)."""
+    invoke = pulumi.InvokeOutputOptions(parent=parent)
+    return aws.get_caller_identity_output(opts=invoke).account_id, aws.get_partition_output(opts=invoke).partition
+
+
 def pod_identity_trust_policy_output(cluster_name: str, namespace: str, service_account: str,
                                      parent: pulumi.Resource | None) -> pulumi.Output[str]:
-    """The trust policy as JSON, with the account of the credentials `pulumi up` runs with."""
-    account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=parent)).account_id
+    """The trust policy as JSON, for the account `pulumi up` runs in."""
+    account, _ = account_and_partition(parent)
     return account.apply(lambda a: json.dumps(pod_identity_trust_policy(cluster_name, namespace, service_account, a)))
 
 

@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 from catalog import versions
 from components import helm
 from components.cluster import SYSTEM_NODE_LABEL, managed_policy_arn_output
-from components.iam import NODE_MANAGED_POLICIES, ec2_trust_policy, pod_identity_role
+from components.iam import NODE_MANAGED_POLICIES, account_and_partition, ec2_trust_policy, pod_identity_role
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"
@@ -178,9 +178,7 @@ class Karpenter(pulumi.ComponentResource):
     def __init__(self, name: str, args: KarpenterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-platform:index:Karpenter", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
-        partition = aws.get_partition_output(opts=invoke).partition
-        account = aws.get_caller_identity_output(opts=invoke).account_id
+        account, partition = account_and_partition(self)
 
         # Nodes
         self.node_role = aws.iam.Role(

@@ -11,7 +11,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.buckets import deny_insecure_transport, private_bucket
-from components.iam import pod_identity_role
+from components.iam import account_and_partition, pod_identity_role
 from components.labels import PLATFORM_LABELS
 from components.model_server import NAMESPACE, REGISTRY_PREFIX, SERVER_SERVICE_ACCOUNT
 from config.schema import ModelRegistry as ModelRegistryConfig
@@ -51,7 +51,7 @@ def reader_policy(bucket_arn: str, key_arn: str, region: str) -> dict:
              "Resource": bucket_arn},
             {"Sid": "ReadModels", "Effect": "Allow", "Action": "s3:GetObject",
              "Resource": f"{bucket_arn}/{REGISTRY_PREFIX}/*"},
-            {"Sid": "DecryptModels", "Effect": "Allow", "Action": READ_KEY[0], "Resource": key_arn,
+            {"Sid": "DecryptModels", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
              "Condition": via_s3(region)},
         ],
     }
@@ -159,10 +159,9 @@ class ModelRegistry(pulumi.ComponentResource):
                 metadata={"name": service_account, "namespace": namespace, "labels": PLATFORM_LABELS},
                 automount_service_account_token=False,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[ns_resource]))
-        invoke = pulumi.InvokeOutputOptions(parent=self)
+        account, partition = account_and_partition(self)
         aws.kms.KeyPolicy(f"{name}-key", key_id=self.key.key_id, policy=pulumi.Output.all(
-            aws.get_partition_output(opts=invoke).partition, aws.get_caller_identity_output(opts=invoke).account_id,
-            roles["reader"].role.arn, roles["writer"].role.arn,
+            partition, account, roles["reader"].role.arn, roles["writer"].role.arn,
         ).apply(lambda v: json.dumps(key_policy(v[0], v[1], args.region, v[2], v[3]))), opts=child)
         self.reader_role, self.writer_role = roles["reader"].role, roles["writer"].role
         self.associations = [roles["reader"].association, roles["writer"].association]

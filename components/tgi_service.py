@@ -71,11 +71,12 @@ class TgiService(ModelServer):
     def pod_parts(cls, args: ModelServerArgs, bucket: str) -> tuple[dict, list[dict]]:
         m = args.deployment
         env = [{"name": k, "value": v} for k, v in sorted(tgi_env(m, cls.PORT).items())]
+        token = hub_token_secret(args)
         container = {
             "name": "tgi",
             "image": TGI.reference,
             # TGI's Rust launcher and router read the token from the environment only (unchecked for a file here).
-            "env": env + ([token_env_from_secret(hub_token_secret(args))] if hub_token_secret(args) else []),
+            "env": env + ([token_env_from_secret(token)] if token else []),
             "ports": [{"name": "http", "containerPort": cls.PORT, "protocol": "TCP"}],
         }
         init = [registry_sync(m, bucket, args.region)] if m.source == "registry" else []

@@ -70,11 +70,17 @@ def test_every_server_on_a_spot_pool_shuts_down_within_the_notice(stack: Rendere
             assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] <= SPOT_INTERRUPTION_NOTICE_SECONDS
 
 
-def test_a_drain_longer_than_the_notice_allows_is_rejected_on_spot_pools_only():
-    values = _set(stack_values("prod"), "models.llama-8b.drainSeconds", 120)
+def only_problem(values: dict) -> config.Problem:
+    """The one problem prod's stack values, changed, are rejected with."""
     with pytest.raises(config.ConfigError) as raised:
         config.parse("prod", raw(values))
     (problem,) = raised.value.problems
+    return problem
+
+
+def test_a_drain_longer_than_the_notice_allows_is_rejected_on_spot_pools_only():
+    values = _set(stack_values("prod"), "models.llama-8b.drainSeconds", 120)
+    problem = only_problem(values)
     assert problem.key == "models.llama-8b.drainSeconds" and problem.value == 120
     assert "pool 'small' may run on spot" in problem.allowed and "use at most 90" in problem.allowed
     on_demand = _set(values, "gpuPools.small.capacityTypes", ["on-demand"])
@@ -273,10 +279,7 @@ def test_vpc_flow_logs_and_registry_access_logs_reach_the_audit_bucket(stack: Re
 
 
 def test_log_retention_must_be_a_value_cloudwatch_accepts():
-    values = _set(stack_values("prod"), "cluster.logRetentionDays", 45)
-    with pytest.raises(config.ConfigError) as raised:
-        config.parse("prod", raw(values))
-    (problem,) = raised.value.problems
+    problem = only_problem(_set(stack_values("prod"), "cluster.logRetentionDays", 45))
     assert problem.key == "cluster.logRetentionDays" and problem.value == 45
 
 
