@@ -16,19 +16,27 @@ class Gpu:
     name: str
     memory_gib: float
     source: str
+    interconnect: str
+    """How the catalog's instance types join this GPU to its peers: `nvlink` (SXM boards on an NVSwitch: p4d, p4de,
+    p5, p5e, p5en) or `pcie` (g5, g6, g6e: no NVLink). Tensor parallelism costs memory by it (planning/capacity.py)."""
 
+
+NVLINK, PCIE = "nvlink", "pcie"
+INTERCONNECTS = (NVLINK, PCIE)
+# AWS's instance pages name the link: "NVSwitch" for P4d/P4de/P5/P5e/P5en, none for G5/G6/G6e (checked 2026-11-24,
+# https://aws.amazon.com/ec2/instance-types/p5/, https://aws.amazon.com/ec2/instance-types/g6e/).
 
 GPUS: dict[str, Gpu] = {
     g.name: g
     for g in [
-        Gpu("A10G", 22.0, "estimate: nvidia-smi 23028 MiB less ~0.5 GiB driver reservation"),
-        Gpu("L4", 22.0, "estimate: nvidia-smi 23034 MiB less ~0.5 GiB driver reservation"),
-        Gpu("L40S", 44.42, "vLLM log, https://github.com/vllm-project/vllm/issues/15815"),
-        Gpu("A100-40GB", 39.50, "PyTorch OOM message, https://github.com/TianheWu/CoSeR/issues/10"),
-        Gpu("A100-80GB", 79.14, "PyTorch OOM message, https://github.com/lianqi1008/Control-GIC/issues/6"),
-        Gpu("H100-80GB", 79.22, "vLLM log on H100-80G, https://github.com/vllm-project/vllm/pull/12126"),
-        Gpu("H200", 139.8, "estimate: nvidia-smi 143771 MiB less ~0.5 GiB driver reservation"),
-        Gpu("B200", 178.4, "estimate: nvidia-smi 183359 MiB less ~0.5 GiB driver reservation"),
+        Gpu("A10G", 22.0, "estimate: nvidia-smi 23028 MiB less ~0.5 GiB driver reservation", PCIE),
+        Gpu("L4", 22.0, "estimate: nvidia-smi 23034 MiB less ~0.5 GiB driver reservation", PCIE),
+        Gpu("L40S", 44.42, "vLLM log, https://github.com/vllm-project/vllm/issues/15815", PCIE),
+        Gpu("A100-40GB", 39.50, "PyTorch OOM message, https://github.com/TianheWu/CoSeR/issues/10", NVLINK),
+        Gpu("A100-80GB", 79.14, "PyTorch OOM message, https://github.com/lianqi1008/Control-GIC/issues/6", NVLINK),
+        Gpu("H100-80GB", 79.22, "vLLM log on H100-80G, https://github.com/vllm-project/vllm/pull/12126", NVLINK),
+        Gpu("H200", 139.8, "estimate: nvidia-smi 143771 MiB less ~0.5 GiB driver reservation", NVLINK),
+        Gpu("B200", 178.4, "estimate: nvidia-smi 183359 MiB less ~0.5 GiB driver reservation", NVLINK),
     ]
 }
 

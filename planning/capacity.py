@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from catalog.gpus import GPUS, INTERCONNECTS, NVLINK, PCIE
 from catalog.models import ModelArch
 
 GiB = 1024**3
@@ -43,18 +44,29 @@ VOCAB_PADDING = 64
 # all with 1024 sequences and 8192 batched tokens), published by the llm-d planner's accuracy study (checked
 # 2026-11-24):
 # https://github.com/llm-d-incubation/llm-d-planner/tree/d3121e059da88662db39a926a3ead964be97359b/accuracy/results/v0.19.0/logs
-# Memory the vLLM instance adds outside PyTorch ("non-torch forward increase memory"): 0.24-0.27 GiB per GPU at TP 1.
+# Memory the vLLM instance adds outside PyTorch ("non-torch forward increase memory"): 0.24-0.27 GiB per GPU at TP 1,
+# and 0.26 in vLLM 0.31 on A100 (tests/data/vllm_measurements.yaml, llama31-8b-a100-v031).
 # vLLM takes its budget from the total memory times the utilization, so the CUDA context, created before vLLM's
 # first memory snapshot, is not part of it.
 NON_TORCH_GIB = 0.25
-# At TP >= 2, NCCL and vLLM's custom all-reduce buffers raise it to 2.06-2.21 GiB per GPU (TP 2 and 4 alike).
-# Measured on NVLink (H100); PCIe instances (g5/g6/g6e) get the same allowance, unmeasured there.
-TP_COMM_GIB = 1.85
+# At TP >= 2 the communicators add to it, and what they allocate depends on how the GPUs are joined
+# (`vllm/distributed/device_communicators/`):
+# - NVLink on an NVSwitch (p4d/p4de/p5/p5e/p5en): vLLM's custom all-reduce buffers, and on Hopper NCCL's NVLink
+#   SHARP and the symmetric-memory communicator. 2.06-2.21 GiB per GPU at TP 2 and 4 on H100 in the 0.19.0 logs, so
+#   1.85 over TP 1. A100 has neither NVLS nor symmetric memory (both need SM 9.0+), so this is an upper bound there.
+# - PCIe only (g5/g6/g6e): custom all-reduce is off above two GPUs ("not supported on more than two PCIe-only GPUs",
+#   custom_all_reduce.py), NVLS needs NVSwitch and symmetric memory needs SM 9.0+: only NCCL's ring buffers remain.
+#   vLLM reported 0.30 GiB at TP 2 on L40S and 0.25 GiB at TP 2 on RTX 4090, against 0.25 at TP 1
+#   (qwen25-32b-l40s-tp2 and r1-distill-qwen-14b-rtx4090-tp2 in tests/data/vllm_measurements.yaml): 0.05 over TP 1.
+TP_COMM_GIB = {NVLINK: 1.85, PCIE: 0.05}
+UNKNOWN_GPU_INTERCONNECT = NVLINK
+"""A GPU outside the catalog gets the larger allowance: under-counting KV is safer than promising memory."""
 # vLLM >= 0.21 estimates CUDA-graph memory before sizing the KV cache and takes it from the budget
-# (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, default on in 0.32). The 0.19.0 logs print the same estimate, not yet
-# applied there: 0.49-1.92 GiB per GPU (0.84 for Llama-3.1-8B, 1.70-1.92 for Llama-3.3-70B at TP 2-4). We plan with
-# 1.0 GiB; the largest models at TP >= 2 can use up to 0.9 GiB more.
-CUDA_GRAPH_GIB = 1.0
+# (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS, default on since 0.21). The graphs hold one piece per decoder layer for
+# each captured batch size, so the estimate grows with the layer count and the number of captures: the 0.19.0 logs
+# print the same estimate (not yet applied there) at 0.020-0.026 GiB per layer for dense and MoE models from 28 to
+# 80 layers at TP 1-4 (one TP 2 outlier at 0.053), all with 1024 sequences, i.e. 102 captures (see cuda_graph_captures).
+CUDA_GRAPH_GIB_PER_LAYER_CAPTURE = 0.023 / 102
 # Activation peak of the profiling forward pass, bytes per batched token per GPU, in the activation dtype:
 # the gate/up projection output (2 x intermediate) plus the activated intermediate (1 x), the q/k/v projection
 # output, and two hidden-size buffers (residual and layer output). For Llama-3.1-8B that is 112 KiB per token;
@@ -92,8 +104,11 @@ class SizingRequest:
     max_num_batched_tokens: int | None = None
     cuda_graphs_profiled: bool = True
     """False for vLLM < 0.21 (graphs then came out of the headroom above the utilization)."""
+    interconnect: str | None = None
+    """`nvlink` or `pcie`. Default: the catalog GPU's (catalog/gpus.py); UNKNOWN_GPU_INTERCONNECT for other GPUs."""
     non_torch_gib: float | None = None
-    """Memory outside PyTorch per GPU. Default: what vLLM 0.19+ measures (NON_TORCH_GIB, plus TP_COMM_GIB at TP >= 2).
+    """Memory outside PyTorch per GPU. Default: what vLLM 0.19+ measures (NON_TORCH_GIB, plus the interconnect's
+    TP_COMM_GIB at TP >= 2).
     Replaying a log of an older vLLM passes the value that version reported: it measured from an earlier baseline
     (1.79 GiB on H100 in 0.6.5)."""
 
@@ -103,6 +118,7 @@ class Sizing:
     model: str
     gpu: str
     tensor_parallel_size: int
+    interconnect: str
     gpu_memory_gib: float
     gpu_memory_utilization: float
     max_model_len: int
@@ -187,7 +203,35 @@ def validate(req: SizingRequest) -> list[InputProblem]:
                             f"allowed: none or {m.checkpoint_quantization}")
     if req.kv_cache_dtype not in ("auto", "fp8"):
         bad("kv_cache_dtype", "allowed: auto, fp8")
+    if req.interconnect is not None and req.interconnect not in INTERCONNECTS:
+        bad("interconnect", f"allowed: {', '.join(INTERCONNECTS)}")
     return problems
+
+
+def interconnect(req: SizingRequest) -> str:
+    """The link between the request's GPUs: as given, else the catalog GPU's, else the conservative default."""
+    if req.interconnect:
+        return req.interconnect
+    gpu = GPUS.get(req.gpu_name)
+    return gpu.interconnect if gpu else UNKNOWN_GPU_INTERCONNECT
+
+
+def non_torch_gib(tp: int, link: str) -> float:
+    return NON_TORCH_GIB + (TP_COMM_GIB[link] if tp > 1 else 0.0)
+
+
+def cuda_graph_captures(max_num_seqs: int) -> int:
+    """Batch sizes vLLM captures by default: 1, 2, 4, then every 8 up to 248 and every 16 from 256, up to
+    min(2 x max_num_seqs, 512) for the piecewise graphs and up to max_num_seqs for the full decode graphs
+    (a vLLM 0.21 log for 256 sequences prints "PIECEWISE=51 (largest=512), FULL=35 (largest=256)")."""
+    def sizes_up_to(limit: int) -> int:
+        sizes = [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]
+        return sum(1 for b in sizes if b <= limit)
+    return sizes_up_to(min(2 * max_num_seqs, 512)) + sizes_up_to(min(max_num_seqs, 512))
+
+
+def cuda_graph_gib(m: ModelArch, max_num_seqs: int) -> float:
+    return CUDA_GRAPH_GIB_PER_LAYER_CAPTURE * m.num_layers * cuda_graph_captures(max_num_seqs)
 
 
 def kv_bytes_per_token(m: ModelArch, kv_dtype_bytes: int, tp: int = 1) -> int:
@@ -259,9 +303,10 @@ def size(req: SizingRequest) -> Sizing:
     batched = req.max_num_batched_tokens or default_batched
 
     weights = weights_bytes_per_gpu(m, tp, dtype_bytes, req.quantization) / GiB
-    non_torch = req.non_torch_gib if req.non_torch_gib is not None else NON_TORCH_GIB + (TP_COMM_GIB if tp > 1 else 0)
+    link = interconnect(req)
+    non_torch = req.non_torch_gib if req.non_torch_gib is not None else non_torch_gib(tp, link)
     activation = activation_bytes_per_gpu(m, tp, dtype_bytes, batched, max_num_seqs) / GiB
-    graphs = CUDA_GRAPH_GIB if req.cuda_graphs_profiled else 0.0
+    graphs = cuda_graph_gib(m, max_num_seqs) if req.cuda_graphs_profiled else 0.0
     overhead = non_torch + activation + graphs
 
     budget = math.ceil(req.gpu_memory_gib * GiB * req.gpu_memory_utilization) / GiB
@@ -279,7 +324,7 @@ def size(req: SizingRequest) -> Sizing:
         reason = (f"needs {needed:.1f} GiB per GPU (weights {weights:.1f} + overhead {overhead:.1f} + KV for one "
                   f"{max_model_len:,}-token request {max_model_len * per_token_gpu / GiB:.1f}), {where}")
     return Sizing(
-        model=m.name, gpu=req.gpu_name, tensor_parallel_size=tp, gpu_memory_gib=req.gpu_memory_gib,
+        model=m.name, gpu=req.gpu_name, tensor_parallel_size=tp, interconnect=link, gpu_memory_gib=req.gpu_memory_gib,
         gpu_memory_utilization=req.gpu_memory_utilization, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=batched, weights_gib_per_gpu=weights, non_torch_gib_per_gpu=non_torch,
         activation_gib_per_gpu=activation, cuda_graph_gib_per_gpu=graphs, overhead_gib_per_gpu=overhead,

@@ -20,7 +20,7 @@ def replay(record: dict) -> capacity.SizingRequest:
         kv_cache_dtype=record.get("kv_cache_dtype", "auto"), gpu_memory_utilization=record["gpu_memory_utilization"],
         max_model_len=record["max_model_len"], max_num_seqs=record["max_num_seqs"],
         max_num_batched_tokens=record["max_num_batched_tokens"], cuda_graphs_profiled=record["cuda_graphs_profiled"],
-        non_torch_gib=record.get("non_torch_gib"),
+        non_torch_gib=record.get("non_torch_gib"), interconnect=record.get("interconnect"),
     )
 
 
@@ -53,19 +53,50 @@ def errors() -> dict[str, dict[str, float]]:
     return out
 
 
+def vllm_release(record: dict) -> tuple[int, int]:
+    """(0, 19) from "0.19.0 (V1)"; a range such as "0.9/0.10" counts as its first release."""
+    major, minor = record["vllm"].split()[0].split("/")[0].split(".")[:2]
+    return int(major), int(minor)
+
+
+def groups(record: dict) -> list[str]:
+    """The groups `make accuracy` reports a record under: the interconnect its GPUs use and the vLLM generation."""
+    link = capacity.interconnect(replay(record)) if "gpu_memory_gib" in record else record.get("interconnect")
+    out = []
+    if record.get("gpu") == "H100-80GB":
+        out.append("H100/NVLink")
+    if link == "pcie":
+        out.append("PCIe")
+    if vllm_release(record) >= (0, 21):
+        out.append("vLLM >= 0.21")
+    return out
+
+
+def summary(check: str = "kv_tokens") -> dict[str, dict[str, list[float]]]:
+    """Absolute errors of one check by group ("all" too) and role ("fit", "held_out")."""
+    by_record = errors()[check]
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in MEASUREMENTS:
+        if r["id"] in by_record:
+            for group in ["all", *groups(r)]:
+                out.setdefault(group, {"fit": [], "held_out": []})[r["role"]].append(abs(by_record[r["id"]]))
+    return out
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return f"{'-':>24}"
+    return f"{sum(values) / len(values):6.2%} {max(values):6.2%} n={len(values):<3}".rjust(24)
+
+
 def main() -> None:
     for check, by_record in errors().items():
         print(f"{check}:")
         for record, error in by_record.items():
             print(f"  {record:<36} {error:+7.2%}")
-        groups = {"all": list(by_record)}
-        for r in MEASUREMENTS:
-            if r["id"] in by_record:
-                groups.setdefault(f"vLLM {r['vllm']}", []).append(r["id"])
-        for group, ids in groups.items():
-            absolute = [abs(by_record[i]) for i in ids]
-            print(f"  {group:<28} mean |error| {sum(absolute) / len(absolute):.2%}, max {max(absolute):.2%}, "
-                  f"n={len(absolute)}")
+        print(f"  {'group':<16}{'fit: mean max n':>24}{'held out: mean max n':>24}")
+        for group, roles in summary(check).items():
+            print(f"  {group:<16}{_cell(roles['fit'])}{_cell(roles['held_out'])}")
 
 
 if __name__ == "__main__":
