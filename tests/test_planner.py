@@ -7,7 +7,7 @@ from catalog.instances import INSTANCE_TYPES
 from catalog.models import MODELS, ModelConfigError, from_hf_config, load_model
 from planning import capacity
 from planning.capacity import GiB, PlannerInputError, SizingRequest, size
-from tests.planner_accuracy import MEASUREMENTS, errors, kv_tokens, replay, summary, vllm_release, weights_gib
+from tests.planner_accuracy import MEASUREMENTS, errors, groups, kv_tokens, replay, summary, vllm_release, weights_gib
 
 KV_TOLERANCE = 0.10
 WEIGHTS_TOLERANCE = 0.03
@@ -56,9 +56,7 @@ def test_each_overhead_matches_what_vllm_0_19_reported(record):
 def test_cuda_graph_estimate_follows_layers_and_captures_as_vllm_printed_it():
     """vLLM's own estimate (printed by 0.19, taken from the budget since 0.21): per record within 35%, and the median
     record within 10%, so a flat allowance (the old 1 GiB for every model) fails."""
-    ratios = sorted(size(replay(r)).cuda_graph_gib_per_gpu / r["reported_overheads"]["cuda_graph_estimate_gib"]
-                    if r["cuda_graphs_profiled"] else
-                    capacity.cuda_graph_gib(MODELS[r["model"]], r["max_num_seqs"])
+    ratios = sorted(capacity.cuda_graph_gib(MODELS[r["model"]], r["max_num_seqs"])
                     / r["reported_overheads"]["cuda_graph_estimate_gib"] for r in WITH_GRAPH_ESTIMATE
                     if not (r["tp"] == 2 and r["model"] == "llama-3.1-8b"))  # the one outlier, named in capacity.py
     assert len(ratios) >= 12
@@ -227,8 +225,7 @@ def test_each_instance_family_says_how_its_gpus_are_joined(family, link):
     assert types and all(t.gpu_spec.interconnect == link for t in types)
 
 
-PCIE_TP_RECORDS = [r for r in MEASUREMENTS if r.get("interconnect") == PCIE or GPUS.get(r.get("gpu", ""), None)
-                   and GPUS[r["gpu"]].interconnect == PCIE]
+PCIE_TP_RECORDS = [r for r in MEASUREMENTS if "PCIe" in groups(r)]
 
 
 @pytest.mark.parametrize("record", params([r for r in PCIE_TP_RECORDS if r["tp"] > 1]))
