@@ -89,6 +89,7 @@ class Option:
     instance_type: str
     gpu: str
     gpus: int
+    interconnect: str
     tensor_parallel_size: int
     kv_cache_tokens: int
     max_concurrency: float
@@ -117,8 +118,8 @@ def recommend(base: capacity.SizingRequest, concurrency: int, region: str) -> li
                 continue
             s = capacity.size(req)
             if s.fits and s.max_concurrency >= concurrency:
-                options.append(Option(name, g.name, instance.gpus, tp, s.kv_cache_tokens, s.max_concurrency, price,
-                                      spot_estimate(name, region)))
+                options.append(Option(name, g.name, instance.gpus, s.interconnect, tp, s.kv_cache_tokens,
+                                      s.max_concurrency, price, spot_estimate(name, region)))
                 break
     return sorted(options, key=lambda o: (o.on_demand_usd_per_hour, o.instance_type))
 
@@ -126,7 +127,7 @@ def recommend(base: capacity.SizingRequest, concurrency: int, region: str) -> li
 def _sizing_table(s: capacity.Sizing) -> str:
     rows = [
         ("model", s.model), ("GPU", f"{s.gpu} ({s.gpu_memory_gib:.2f} GiB)"),
-        ("tensor parallel", s.tensor_parallel_size),
+        ("tensor parallel", f"{s.tensor_parallel_size} over {s.interconnect}"),
         ("budget per GPU", f"{s.gpu_memory_gib * s.gpu_memory_utilization:.2f} GiB at utilization "
                            f"{s.gpu_memory_utilization}"),
         ("weights per GPU", f"{s.weights_gib_per_gpu:.2f} GiB"),
@@ -146,10 +147,10 @@ def _recommend_table(options: list[Option], args: argparse.Namespace) -> str:
     target = f"{args.concurrency} concurrent request(s) of max-model-len tokens"
     if not options:
         return f"no catalog instance type serves {args.model or args.model_config} with {target}"
-    head = f"{'instance type':<16} {'GPU':<10} {'TP':>2} {'KV tokens':>11} {'concurrency':>11} " \
+    head = f"{'instance type':<16} {'GPU':<10} {'link':<6} {'TP':>2} {'KV tokens':>11} {'concurrency':>11} " \
            f"{'on-demand $/h':>13} {'spot est. $/h':>13}"
     lines = [f"cheapest instance types for {target} ({args.region}; spot is an estimate):", head]
-    lines += [f"{o.instance_type:<16} {o.gpu:<10} {o.tensor_parallel_size:>2} {o.kv_cache_tokens:>11,} "
+    lines += [f"{o.instance_type:<16} {o.gpu:<10} {o.interconnect:<6} {o.tensor_parallel_size:>2} {o.kv_cache_tokens:>11,} "
               f"{o.max_concurrency:>11.1f} {o.on_demand_usd_per_hour:>13.2f} {o.spot_estimate_usd_per_hour:>13.2f}"
               for o in options]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
@@ -83,6 +84,19 @@ def summary(check: str = "kv_tokens") -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def overheads() -> dict[str, tuple[float, float]]:
+    """(predicted, implied) GiB per GPU outside weights and KV (non-torch, activation peak, CUDA graphs when the run
+    took them from the budget), for records that report weights and KV GiB: implied is the budget less what vLLM
+    reported for those two, so the overhead model is judged apart from the weights and the GPU's total."""
+    out = {}
+    for r in MEASUREMENTS:
+        if {"weights_gib", "kv_gib", "gpu_memory_gib"} <= set(r) and "non_torch_gib" not in r:
+            s = capacity.size(replay(r))
+            budget = math.ceil(r["gpu_memory_gib"] * capacity.GiB * r["gpu_memory_utilization"]) / capacity.GiB
+            out[r["id"]] = (s.overhead_gib_per_gpu, budget - r["weights_gib"] - r["kv_gib"])
+    return out
+
+
 def _cell(values: list[float]) -> str:
     if not values:
         return f"{'-':>24}"
@@ -97,6 +111,9 @@ def main() -> None:
         print(f"  {'group':<16}{'fit: mean max n':>24}{'held out: mean max n':>24}")
         for group, roles in summary(check).items():
             print(f"  {group:<16}{_cell(roles['fit'])}{_cell(roles['held_out'])}")
+    print("overhead GiB per GPU (non-torch + activation + CUDA graphs): predicted, implied by the log, difference")
+    for record, (predicted, implied) in overheads().items():
+        print(f"  {record:<36} {predicted:6.2f} {implied:6.2f} {predicted - implied:+6.2f}")
 
 
 if __name__ == "__main__":

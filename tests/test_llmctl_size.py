@@ -56,6 +56,9 @@ def test_recommend_lists_instances_cheapest_first_with_the_tp_they_need(capsys):
     assert all(o["max_concurrency"] >= 4 and o["tensor_parallel_size"] <= o["gpus"] for o in options)
     assert all(0 < o["spot_estimate_usd_per_hour"] < o["on_demand_usd_per_hour"] for o in options)
     assert not any(o["gpu"] in ("A10G", "L4") and o["tensor_parallel_size"] == 1 for o in options)
+    # The TP overhead follows the link (planning/capacity.py), so each option says which one it was sized for.
+    links = {o["instance_type"].split(".")[0]: o["interconnect"] for o in options}
+    assert links["g6e"] == "pcie" and links["p5"] == "nvlink"
 
 
 @pytest.mark.parametrize("args, message", [

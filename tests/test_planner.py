@@ -7,7 +7,17 @@ from catalog.instances import INSTANCE_TYPES
 from catalog.models import MODELS, ModelConfigError, from_hf_config, load_model
 from planning import capacity
 from planning.capacity import GiB, PlannerInputError, SizingRequest, size
-from tests.planner_accuracy import MEASUREMENTS, errors, groups, kv_tokens, replay, summary, vllm_release, weights_gib
+from tests.planner_accuracy import (
+    MEASUREMENTS,
+    errors,
+    groups,
+    kv_tokens,
+    overheads,
+    replay,
+    summary,
+    vllm_release,
+    weights_gib,
+)
 
 KV_TOLERANCE = 0.10
 WEIGHTS_TOLERANCE = 0.03
@@ -281,14 +291,31 @@ def test_accuracy_groups_cover_nvlink_pcie_and_recent_vllm_in_and_out_of_sample(
     assert kv["PCIe"]["fit"] and kv["PCIe"]["held_out"]
     assert len(kv["vLLM >= 0.21"]["held_out"]) >= 2
     recent = [r for r in MEASUREMENTS if "kv_tokens" in r["checks"] and vllm_release(r) >= (0, 21)]
-    assert {r["id"] for r in recent} >= {"qwen3-8b-rtx-a5000-v021", "llama31-8b-a100-v031"}
+    assert {r["id"] for r in recent} >= {"qwen3-8b-rtx-a5000-v021", "llama31-8b-a100-v031", "qwen25-7b-48gb-pcie-v022"}
+
+
+def test_the_implied_overhead_is_the_split_vllm_printed():
+    """`make accuracy` judges the overhead model by budget - reported weights - reported KV. vLLM 0.31 printed its
+    split for llama31-8b-a100-v031: 0.26 GiB non-torch and 1.44 GiB activation peak (its graphs were not taken from
+    the budget), which is what the derivation must give back."""
+    record = next(r for r in MEASUREMENTS if r["id"] == "llama31-8b-a100-v031")
+    predicted, implied = overheads()[record["id"]]
+    reported = record["reported_overheads"]
+    assert implied == pytest.approx(reported["non_torch_gib"] + reported["activation_gib"], abs=0.02)
+    assert predicted == pytest.approx(size(replay(record)).overhead_gib_per_gpu)
+
+
+def test_the_overhead_model_holds_on_the_h100_logs_it_was_fitted_on():
+    h100 = {k: v for k, v in overheads().items() if "-h100-v019-" in k}
+    assert len(h100) >= 10
+    assert all(abs(predicted - implied) <= 0.2 for predicted, implied in h100.values())
 
 
 @pytest.mark.parametrize("group, mean_limit, max_limit", [
     # In-sample H100 (vLLM 0.19): where the constants came from.
     ("H100/NVLink", 0.01, 0.05),
-    # Held out, and recent vLLM: the issue's target is mean <= 3%, max <= 10%. The max holds; the mean of the two
-    # vLLM >= 0.21 records is 3.8% (tests/data/vllm_measurements.yaml, `make accuracy`).
+    # Held out, and recent vLLM: the issue's target is mean <= 3%, max <= 10%. The max holds; the mean of the three
+    # vLLM >= 0.21 records is 3.5% (tests/data/vllm_measurements.yaml, `make accuracy`).
     ("vLLM >= 0.21", 0.04, 0.10),
     ("PCIe", 0.05, 0.10),
 ])
