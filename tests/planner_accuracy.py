@@ -87,7 +87,8 @@ def summary(check: str = "kv_tokens") -> dict[str, dict[str, list[float]]]:
 def overheads() -> dict[str, tuple[float, float]]:
     """(predicted, implied) GiB per GPU outside weights and KV (non-torch, activation peak, CUDA graphs when the run
     took them from the budget), for records that report weights and KV GiB: implied is the budget less what vLLM
-    reported for those two, so the overhead model is judged apart from the weights and the GPU's total."""
+    reported for those two, so the overhead model is judged apart from the weights and the GPU's total. V0 records
+    (they carry the non-torch figure their engine reported, measured from another baseline) are left out."""
     out = {}
     for r in MEASUREMENTS:
         if {"weights_gib", "kv_gib", "gpu_memory_gib"} <= set(r) and "non_torch_gib" not in r:
