@@ -50,6 +50,14 @@ class Rendered:
         return config.load_stack_file(ROOT, self.stack)
 
 
+def pins(requirements: str) -> dict[str, str]:
+    """name -> version of every `name==version` line of a requirements file under ROOT, without a local version
+    label (2.13.0+cpu -> 2.13.0)."""
+    lines = (ROOT / requirements).read_text().splitlines()
+    return {name.lower(): version.split("+")[0]
+            for name, version in (line.split("==") for line in lines if "==" in line and not line.startswith("#"))}
+
+
 def render(stack: str, out: Path) -> Rendered:
     proc = subprocess.run(
         [sys.executable, "-m", "llmctl", "plan", stack, "--out", str(out)],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import yaml
@@ -93,7 +92,7 @@ def overheads() -> dict[str, tuple[float, float]]:
     for r in MEASUREMENTS:
         if {"weights_gib", "kv_gib", "gpu_memory_gib"} <= set(r) and "non_torch_gib" not in r:
             s = capacity.size(replay(r))
-            budget = math.ceil(r["gpu_memory_gib"] * capacity.GiB * r["gpu_memory_utilization"]) / capacity.GiB
+            budget = s.weights_gib_per_gpu + s.overhead_gib_per_gpu + s.kv_cache_gib_per_gpu  # the planner's own split
             out[r["id"]] = (s.overhead_gib_per_gpu, budget - r["weights_gib"] - r["kv_gib"])
     return out
 

@@ -14,7 +14,7 @@ import yaml
 
 from llmctl.policy_check import Subject, Violation, evaluate
 from policy.rules import POLICIES
-from tests.conftest import ROOT, Rendered, stack_values
+from tests.conftest import ROOT, Rendered, pins, stack_values
 
 GPU = "nvidia.com/gpu"
 
@@ -342,10 +342,8 @@ def test_the_pack_starts_as_the_pulumi_cli_starts_it(tmp_path):
 
 
 def test_the_packs_own_environment_pins_what_llmctl_runs():
-    pinned = {line.split("==")[0]: line.strip() for line in (ROOT / "policy" / "requirements.txt").read_text().splitlines()
-              if "==" in line}
-    root = (ROOT / "requirements.txt").read_text().splitlines()
-    assert pinned["pulumi-policy"] in root and pinned["pulumi"] in root
+    pack, program = pins("policy/requirements.txt"), pins("requirements.txt")
+    assert pack["pulumi-policy"] == program["pulumi-policy"] and pack["pulumi"] == program["pulumi"]
     manifest = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
     assert manifest["runtime"]["name"] == "python"
     assert len({p.name for p in POLICIES}) == len(POLICIES) == 14

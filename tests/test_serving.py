@@ -16,7 +16,7 @@ from components import model_server
 from components.gpu_node_pool import GPU_TAINT, POOL_LABEL
 from components.tgi_service import max_input_tokens, tgi_env
 from components.vllm_service import vllm_args
-from tests.conftest import ROOT, Rendered
+from tests.conftest import ROOT, Rendered, pins
 
 BUCKET = "models-bucket"
 
@@ -87,13 +87,6 @@ def test_every_platform_flag_is_one_the_platform_renders_or_owns():
         rendered |= {a for a in vllm_args("m", deployment(**fields), BUCKET, 8000) if a.startswith("-")}
     rendered |= {"--model", "--revision", "--enable-prefix-caching", "--download-dir", "-tp", "-q"}
     assert set(VLLM_PLATFORM_FLAGS) <= rendered
-
-
-def pins(requirements: str) -> dict[str, str]:
-    """name -> version of every `name==version` line, without a local version label (2.13.0+cpu -> 2.13.0)."""
-    lines = (ROOT / requirements).read_text().splitlines()
-    return {name.lower(): version.split("+")[0]
-            for name, version in (line.split("==") for line in lines if "==" in line and not line.startswith("#"))}
 
 
 def test_the_vllm_image_is_the_version_test_upstream_parses_with():

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, pins
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 PINNED = re.compile(r"^\s*-?\s*uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # (v\d+(\.\d+)*)\s*$")
@@ -33,11 +33,6 @@ def steps_using(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
 
 def all_jobs() -> list[tuple[str, str, dict[str, Any]]]:
     return [(path.name, name, job) for path in sorted(WORKFLOWS.glob("*.yml")) for name, job in load(path.name)["jobs"].items()]
-
-
-def requirement(name: str) -> str:
-    line = next(line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith(f"{name}=="))
-    return line.split("==")[1]
 
 
 def test_the_workflows_exist():
@@ -106,7 +101,7 @@ def test_every_pulumi_run_applies_the_policy_pack_with_its_stack_config(workflow
     for stack in stacks:
         resolved = re.sub(r"\$\{\{ (matrix|inputs)\.stack \}\}", stack, config)
         assert (ROOT / resolved).exists(), resolved
-    assert inputs["pulumi-version"] == requirement("pulumi"), "CLI and SDK from the same release"
+    assert inputs["pulumi-version"] == pins("requirements.txt")["pulumi"], "CLI and SDK from the same release"
     assert inputs["cloud-url"] == "${{ secrets.PULUMI_BACKEND_URL }}"
     assert job["env"]["PULUMI_ACCESS_TOKEN"] == "${{ secrets.PULUMI_ACCESS_TOKEN }}"
     assert job["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
