@@ -90,8 +90,9 @@ TGI = Image("ghcr.io/huggingface/text-generation-inference", "3.3.7", "2026-11-2
 # Identity credentials. Source: github.com/aws/aws-cli tags (2.33.6, January 2026).
 AWS_CLI = Image("public.ecr.aws/aws-cli/aws-cli", "2.33.6", "2026-11-24")
 
-# The LiteLLM proxy, non-root variant (no database: keys are declarative, see components/gateway.py). Must match
-# the `litellm` release in requirements-dev.txt, which the tests load the rendered config with: bump both together.
+# The LiteLLM proxy, non-root variant (no database: keys are declarative, see components/edge/gateway.py).
+# Must match the `litellm` release in requirements-dev.txt, which the tests load the rendered config with: bump both
+# together.
 # 1.108.7 is the newest 1.108 release whose `litellm[proxy]` extras resolve on PyPI (1.108.8 and later pin
 # litellm-enterprise and litellm-proxy-extras releases that are not published). Source: pypi.org/project/litellm and the release notes' "ghcr.io/berriai/litellm:v1.108.x, same
 # for litellm-database and litellm-non_root".

@@ -6,24 +6,25 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components import network_policy
-from components.audit_logs import AuditLogs, AuditLogsArgs
-from components.cluster import EksCluster, EksClusterArgs
-from components.gateway import NAMESPACE as GATEWAY_NAMESPACE
-from components.gateway import GatewayArgs, GatewayService
-from components.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
-from components.ingress import Edge, EdgeArgs
-from components.karpenter import Karpenter, KarpenterArgs
-from components.keda_scaler import Keda, KedaScaler, KedaScalerArgs
-from components.labels import PLATFORM_LABELS
-from components.model_registry import ModelRegistry, ModelRegistryArgs
-from components.model_server import NAMESPACE, TOKEN_SECRET, TOKEN_SECRET_KEY, ModelServer, ModelServerArgs
-from components.monitoring import MonitoringStack, MonitoringStackArgs
-from components.nvidia_device_plugin import NvidiaDevicePlugin
-from components.redis_cache import RedisCache, RedisCacheArgs
-from components.secret import opaque_secret
-from components.tgi_service import TgiService
-from components.vllm_service import VllmService
+from components.compute.cluster import EksCluster, EksClusterArgs
+from components.compute.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
+from components.compute.karpenter import Karpenter, KarpenterArgs
+from components.compute.nvidia_device_plugin import NvidiaDevicePlugin
+from components.edge import network_policy
+from components.edge.gateway import NAMESPACE as GATEWAY_NAMESPACE
+from components.edge.gateway import GatewayArgs, GatewayService
+from components.edge.ingress import Edge, EdgeArgs
+from components.edge.redis_cache import RedisCache, RedisCacheArgs
+from components.observability.audit_logs import AuditLogs, AuditLogsArgs
+from components.observability.monitoring import NAMESPACE as MONITORING_NAMESPACE
+from components.observability.monitoring import PROMETHEUS_POD_LABELS, MonitoringStack, MonitoringStackArgs
+from components.serving.keda_scaler import Keda, KedaScaler, KedaScalerArgs
+from components.serving.model_registry import ModelRegistry, ModelRegistryArgs
+from components.serving.model_server import NAMESPACE, TOKEN_SECRET, TOKEN_SECRET_KEY, ModelServer, ModelServerArgs
+from components.serving.tgi_service import TgiService
+from components.serving.vllm_service import VllmService
+from components.shared.labels import PLATFORM_LABELS
+from components.shared.secret import opaque_secret
 from config import StackConfig
 
 
@@ -177,8 +178,10 @@ class Platform(pulumi.ComponentResource):
                         self.gateway.service],
         ), on_cluster)
         in_serving = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
-        network_policy.create(f"{name}-serving", NAMESPACE, network_policy.serving_policies(), in_serving)
-        network_policy.create(f"{name}-gateway", GATEWAY_NAMESPACE, network_policy.gateway_policies(cfg.cluster.vpc_cidr),
+        prometheus = network_policy.Peer(MONITORING_NAMESPACE, PROMETHEUS_POD_LABELS)
+        network_policy.create(f"{name}-serving", NAMESPACE, network_policy.serving_policies(prometheus), in_serving)
+        network_policy.create(f"{name}-gateway", GATEWAY_NAMESPACE,
+                              network_policy.gateway_policies(cfg.cluster.vpc_cidr, prometheus),
                               pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(
                                   depends_on=[self.gateway.namespace])))
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import config
 from catalog.instances import ON_DEMAND_SOURCE, PRICES_CHECKED, SPOT_SOURCE, types_in_pool
-from components.model_server import min_servers
+from components.serving.model_server import min_servers
 from config.checks import sizing_request
 from planning import cost
 

@@ -13,14 +13,14 @@ from typing import Any
 import yaml
 
 import config
-from components import dashboards
-from components.gateway import complexity_tiers, tier_fallbacks
-from components.gpu_node_pool import POOL_LABEL
-from components.ingress import SSL_POLICY
-from components.keda_scaler import scaled_object_spec
-from components.model_server import min_servers, startup_budget_seconds
-from components.redis_cache import engine_version
-from components.signals import gateway_request_names
+from components.compute.gpu_node_pool import POOL_LABEL
+from components.edge.gateway import complexity_tiers, tier_fallbacks
+from components.edge.ingress import SSL_POLICY
+from components.edge.redis_cache import engine_version
+from components.observability import dashboards
+from components.observability.signals import gateway_request_names
+from components.serving.keda_scaler import scaled_object_spec
+from components.serving.model_server import min_servers, startup_budget_seconds
 from config.checks import GATEWAY_KEYS, required_secrets, tiers_served
 from llmctl import cost, policy_check
 from llmctl.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest

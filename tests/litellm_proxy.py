@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 import config
-from components import gateway
+from components.edge import gateway
 from tests.servers import Server, free_port, fresh_folder, start
 
 # With no Redis the rendered config names none, so the container's REDIS_* variables are set but never read.

@@ -4,8 +4,8 @@ per-model overrides, and a Deployment whose replica count `pulumi up` leaves to 
 from __future__ import annotations
 
 import config
-from components.keda_scaler import scaled_object_spec
-from components.signals import recorded_names
+from components.observability.signals import recorded_names
+from components.serving.keda_scaler import scaled_object_spec
 from tests import metric_names
 from tests.conftest import Rendered
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 import config
-from components import gateway, monitoring, signals
-from components.vllm_service import vllm_args
+from components.edge import gateway
+from components.observability import monitoring, signals
+from components.serving.vllm_service import vllm_args
 from tests import litellm_proxy
 from tests.e2e import stack
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 import config
-from components import gateway, gateway_auth, gateway_hooks, ingress
+from components.edge import gateway, ingress
+from gateway_plugins import gateway_auth, gateway_hooks
 from tests.conftest import Rendered
 from tests.test_config import raw, stack_values
 

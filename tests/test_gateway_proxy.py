@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import config
-from components.signals import GATEWAY_REQUESTS
+from components.observability.signals import GATEWAY_REQUESTS
 from tests.conftest import ROOT
 from tests.litellm_proxy import start_proxy
 from tests.openai_client import chat

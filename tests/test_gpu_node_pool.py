@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.gpu_node_pool import node_class_spec, nodepool_spec, requirements
+from components.compute.gpu_node_pool import node_class_spec, nodepool_spec, requirements
 from config import GpuPool
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import config
 from catalog.instances import SPOT_INTERRUPTION_NOTICE_SECONDS
-from components.model_server import NODE_LAUNCH_SECONDS
+from components.serving.model_server import NODE_LAUNCH_SECONDS
 from tests.conftest import Rendered, stack_values
 from tests.test_config import _set, raw
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from components.iam import pod_identity_trust_policy
-from components.karpenter import (
+from components.compute.karpenter import (
     INTERRUPTION_EVENTS,
     controller_policy,
     controller_values,
     interruption_queue_policy,
 )
+from components.shared.iam import pod_identity_trust_policy
 
 CLUSTER = "llm-test"
 NODE_ROLE = "arn:aws:iam::123456789012:role/karpenter-node"

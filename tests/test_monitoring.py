@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from catalog import versions
-from components.monitoring import alertmanager_config_spec, gpu_instance_regex
+from components.observability.monitoring import alertmanager_config_spec, gpu_instance_regex
 from config.schema import Alerting
 from tests import metric_names
 from tests.conftest import ROOT, Rendered

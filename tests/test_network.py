@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from components.cluster import nat_gateway_count, plan_subnets
+from components.compute.cluster import nat_gateway_count, plan_subnets
 
 
 @pytest.mark.parametrize(("vpc", "azs", "private_hosts"), [

@@ -19,7 +19,7 @@ import time
 import pytest
 import yaml
 
-from components.signals import scaler_queries
+from components.observability.signals import scaler_queries
 from tests.conftest import Rendered
 from tests.prometheus import OPERATOR_RELABELINGS, Api, pod_target, relabel
 from tests.servers import free_port

@@ -3,7 +3,8 @@ put each alert just above its threshold (it fires, with the model and the value 
 (silent), and evaluate the recording rules and every KEDA query over series from two pods of one model and one
 pod of another: each query must return exactly one series with the right value.
 
-Thresholds are written here as numbers, independently of components/signals.py, so raising one there fails a test.
+Thresholds are written here as numbers, independently of components/observability/signals.py, so raising one there
+fails a test.
 Series carry the labels the model servers' PodMonitor gives them (namespace, pod, model, tier, engine).
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from components.signals import scaler_queries
+from components.observability.signals import scaler_queries
 from tests.conftest import Rendered
 from tests.tools import tool
 

@@ -12,10 +12,10 @@ import config
 from catalog.engines import TGI_LAUNCHER_ENV, TGI_OTHER_ENV, VLLM_PLATFORM_FLAGS, VLLM_REMOVED_FLAGS
 from catalog.instances import types_in_pool
 from catalog.versions import VLLM
-from components import model_server
-from components.gpu_node_pool import GPU_TAINT, POOL_LABEL
-from components.tgi_service import max_input_tokens, tgi_env
-from components.vllm_service import vllm_args
+from components.compute.gpu_node_pool import GPU_TAINT, POOL_LABEL
+from components.serving import model_server
+from components.serving.tgi_service import max_input_tokens, tgi_env
+from components.serving.vllm_service import vllm_args
 from tests.conftest import ROOT, Rendered, pins
 
 BUCKET = "models-bucket"

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from components import dashboards, signals
+from components.observability import dashboards, signals
 from tests import metric_names
 from tests.conftest import ROOT, Rendered
 

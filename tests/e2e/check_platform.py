@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from components import dashboards, gateway, signals
+from components.edge import gateway
+from components.observability import dashboards, signals
 from tests.e2e import stack
 from tests.metric_names import metric_names
 from tests.openai_client import chat, finish_reason, load, metric

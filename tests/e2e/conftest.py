@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import config
-from components import monitoring
+from components.observability import monitoring
 from tests.alertmanager_config import STAND_INS, alertmanager_config
 from tests.conftest import ROOT
 from tests.e2e import report, stack

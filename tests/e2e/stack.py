@@ -8,8 +8,10 @@ change made to run on one machine without a GPU is a named function below with t
 from __future__ import annotations
 
 import config
-from components import gateway, model_server, monitoring, signals
-from components.vllm_service import vllm_args
+from components.edge import gateway
+from components.observability import monitoring, signals
+from components.serving import model_server
+from components.serving.vllm_service import vllm_args
 from tests.prometheus import OPERATOR_RELABELINGS, pod_target, relabel
 
 # Two tiers with a server each, so routing, fallback and per-tier cost are real; a third model at zero replicas for

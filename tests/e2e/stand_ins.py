@@ -8,7 +8,7 @@ import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from components import model_server
+from components.serving import model_server
 from tests.e2e import stack
 from tests.servers import Server
 

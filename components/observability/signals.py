@@ -3,15 +3,16 @@ metrics into one series per model (vLLM and TGI alike), the alerts on them, and 
 
 Dashboards and scalers read the recorded series, never the raw metrics, so each expression exists once. Every
 recorded `model:*` series carries `model` (the `models` key) and `tier`, which the model servers' PodMonitor
-copies from the pods' labels (see `components/monitoring.py`). Metric names are checked against what each exporter
-really exposes (`tests/data/metrics/`), and every rule and query is evaluated by promtool in the tests.
+copies from the pods' labels (see `components/observability/monitoring.py`). Metric names are checked against what
+each exporter really exposes (`tests/data/metrics/`), and every rule and query is evaluated by promtool in the
+tests.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from components.model_server import NAMESPACE, min_servers
+from components.serving.model_server import NAMESPACE, min_servers
 from config import ModelDeployment, StackConfig
 
 INFERENCE = f'namespace="{NAMESPACE}"'

@@ -2,7 +2,7 @@
 key, a tier (fast, balanced, quality) or `auto` (LiteLLM's rule-based complexity router picks the tier).
 
 Keys are declarative (stack config); the gateway holds only their SHA-256 hashes and checks them with
-`components/gateway_auth.py`. LiteLLM's database-backed virtual keys are not used: see the README (Gateway) for
+`gateway_plugins/gateway_auth.py`. LiteLLM's database-backed virtual keys are not used: see the README (Gateway) for
 switching to the `litellm-database` image with RDS Postgres.
 
 Decisions are pure functions of the config, tested without a Pulumi runtime; `litellm_config` takes any set of
@@ -21,10 +21,10 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from catalog import versions
-from components.cluster import SYSTEM_NODE_LABEL
-from components.labels import PLATFORM_LABELS
-from components.model_server import CONTAINER_SECURITY
-from components.secret import opaque_secret
+from components.compute.cluster import SYSTEM_NODE_LABEL
+from components.serving.model_server import CONTAINER_SECURITY
+from components.shared.labels import PLATFORM_LABELS
+from components.shared.secret import opaque_secret
 from config import ModelDeployment
 from config.schema import TIERS, Gateway
 
@@ -33,10 +33,13 @@ NAME = "llm-gateway"
 PORT = 4000
 CONFIG_DIR = "/etc/litellm"
 KEYS_DIR = "/etc/litellm-keys"
+PLUGINS_DIR = Path(__file__).resolve().parents[2] / "gateway_plugins"
+"""The code that runs inside the proxy (gateway_plugins/). The program reads it as files and never imports it: it
+imports LiteLLM, which the program does not install. tests/test_layout.py holds both directions."""
 AUTH_MODULE = "gateway_auth"
 HOOKS_MODULE = "gateway_hooks"
-"""components/gateway_auth.py and gateway_hooks.py, mounted beside config.yaml. They run in the proxy (they import
-LiteLLM), so the program shares no code with them: the names below are their contract, and a test checks them."""
+"""gateway_plugins/gateway_auth.py and gateway_hooks.py, mounted beside config.yaml. The program shares no code with
+them: the names below are their contract, and a test checks them."""
 POLICY_FILE = "LLM_PLATFORM_KEY_POLICY"
 HASHES_FILE = "LLM_PLATFORM_KEY_HASHES"
 ADMIN = "admin"
@@ -265,7 +268,7 @@ def service_monitor_spec() -> dict:
 
 def proxy_modules() -> dict[str, str]:
     """The Python files the proxy loads from its config directory, by file name."""
-    return {f"{module}.py": (Path(__file__).parent / f"{module}.py").read_text()
+    return {f"{module}.py": (PLUGINS_DIR / f"{module}.py").read_text()
             for module in (AUTH_MODULE, HOOKS_MODULE)}
 
 

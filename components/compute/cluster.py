@@ -11,7 +11,12 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
-from components.iam import NODE_MANAGED_POLICIES, ec2_trust_policy, managed_policy_arn, pod_identity_trust_policy_output
+from components.shared.iam import (
+    NODE_MANAGED_POLICIES,
+    ec2_trust_policy,
+    managed_policy_arn,
+    pod_identity_trust_policy_output,
+)
 from config import Cluster
 
 DISCOVERY_TAG = "karpenter.sh/discovery"
@@ -23,7 +28,8 @@ ADDONS_BEFORE_NODES = ("vpc-cni", "kube-proxy", "eks-pod-identity-agent")
 ADDONS_AFTER_NODES = ("coredns", "aws-ebs-csi-driver")
 EBS_CSI_SERVICE_ACCOUNT = "ebs-csi-controller-sa"
 # The VPC CNI enforces Kubernetes NetworkPolicies only with its network policy agent on; the serving namespace's
-# policies (components/network_policy.py) depend on it. Traffic from a pod's own node (kubelet probes) stays allowed.
+# policies (components/edge/network_policy.py) depend on it. Traffic from a pod's own node (kubelet probes) stays
+# allowed.
 # Source: docs.aws.amazon.com/eks/latest/userguide/cni-network-policy-configure.html, checked 2026-11-24.
 ADDON_CONFIGURATION = {"vpc-cni": {"enableNetworkPolicy": "true"}}
 

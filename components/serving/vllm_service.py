@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from catalog.engines import VLLM_QUANTIZATION
 from catalog.versions import VLLM
-from components.model_server import (
+from components.serving.model_server import (
     CACHE_PATH,
     REGISTRY_PREFIX,
     TOKEN_FILE,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.buckets import deny_insecure_transport, private_bucket
-from components.iam import account_and_partition
+from components.shared.buckets import deny_insecure_transport, private_bucket
+from components.shared.iam import account_and_partition
 
 FLOW_LOGS_PREFIX = "vpc-flow-logs"
 ACCESS_LOGS_PREFIX = "s3-access"

@@ -8,8 +8,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from catalog.instances import types_in_pool
-from components.cluster import DISCOVERY_TAG
-from components.labels import PLATFORM_LABELS
+from components.compute.cluster import DISCOVERY_TAG
+from components.shared.labels import PLATFORM_LABELS
 from config import GpuPool
 from config.checks import nodepool_names
 

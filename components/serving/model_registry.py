@@ -10,10 +10,10 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from components.buckets import deny_insecure_transport, private_bucket
-from components.iam import account_and_partition, pod_identity_role
-from components.labels import PLATFORM_LABELS
-from components.model_server import NAMESPACE, REGISTRY_PREFIX, SERVER_SERVICE_ACCOUNT
+from components.serving.model_server import NAMESPACE, REGISTRY_PREFIX, SERVER_SERVICE_ACCOUNT
+from components.shared.buckets import deny_insecure_transport, private_bucket
+from components.shared.iam import account_and_partition, pod_identity_role
+from components.shared.labels import PLATFORM_LABELS
 from config.schema import ModelRegistry as ModelRegistryConfig
 
 SYNC_SERVICE_ACCOUNT = "model-sync"

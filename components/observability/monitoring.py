@@ -15,15 +15,16 @@ import pulumi_kubernetes as k8s
 
 from catalog import versions
 from catalog.instances import INSTANCE_FAMILIES
-from components import dashboards, helm, signals
-from components.cluster import SYSTEM_NODE_LABEL
-from components.gpu_node_pool import GPU_TAINT
-from components.karpenter import NAMESPACE as KARPENTER_NAMESPACE
-from components.keda_scaler import NAMESPACE as KEDA_NAMESPACE
-from components.keda_scaler import OPERATOR as KEDA_OPERATOR
-from components.labels import PLATFORM_LABELS
-from components.model_server import NAMESPACE as INFERENCE_NAMESPACE
-from components.secret import opaque_secret
+from components.compute.cluster import SYSTEM_NODE_LABEL
+from components.compute.gpu_node_pool import GPU_TAINT
+from components.compute.karpenter import NAMESPACE as KARPENTER_NAMESPACE
+from components.observability import dashboards, signals
+from components.serving.keda_scaler import NAMESPACE as KEDA_NAMESPACE
+from components.serving.keda_scaler import OPERATOR as KEDA_OPERATOR
+from components.serving.model_server import NAMESPACE as INFERENCE_NAMESPACE
+from components.shared import helm
+from components.shared.labels import PLATFORM_LABELS
+from components.shared.secret import opaque_secret
 from config import StackConfig
 from config.schema import Alerting, Monitoring
 
@@ -31,6 +32,8 @@ NAMESPACE = "monitoring"
 RELEASE = "kube-prometheus-stack"
 # The chart names its objects after fullnameOverride; fixed, so the Prometheus URL below never changes.
 PROMETHEUS_URL = f"http://{RELEASE}-prometheus.{NAMESPACE}.svc.cluster.local:9090"
+PROMETHEUS_POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
+"""What the operator labels every Prometheus pod with: NetworkPolicies admit the scraper by it."""
 GRAFANA_SERVICE = f"{RELEASE}-grafana"
 GRAFANA_SECRET = "grafana-admin"
 RECEIVERS_SECRET = "alertmanager-receivers"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from catalog.engines import TGI_KV_CACHE_DTYPE, TGI_QUANTIZE
 from catalog.versions import AWS_CLI, TGI
-from components.model_server import (
+from components.serving.model_server import (
     CACHE_PATH,
     REGISTRY_PREFIX,
     ModelServer,

@@ -10,9 +10,9 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from catalog import versions
-from components import helm
-from components.cluster import SYSTEM_NODE_LABEL, managed_policy_arn_output
-from components.iam import NODE_MANAGED_POLICIES, account_and_partition, ec2_trust_policy, pod_identity_role
+from components.compute.cluster import SYSTEM_NODE_LABEL, managed_policy_arn_output
+from components.shared import helm
+from components.shared.iam import NODE_MANAGED_POLICIES, account_and_partition, ec2_trust_policy, pod_identity_role
 
 NAMESPACE = "kube-system"
 SERVICE_ACCOUNT = "karpenter"

@@ -3,15 +3,15 @@ from ConfigMaps. The pinned kube-prometheus-stack 88.5.3 ships Grafana 13.2 (gra
 and migrates this model. No dashboard library: grafanalib's last release is 0.7.1 (January 2024), and the Grafana
 Foundation SDK on PyPI stops at Grafana 11.6.
 
-Every panel plots recorded series from `components/signals.py`, never raw exporter metrics, so a panel shows
-exactly what the alerts and the autoscaler see. Variables: data source, model, tier.
+Every panel plots recorded series from `components/observability/signals.py`, never raw exporter metrics, so a
+panel shows exactly what the alerts and the autoscaler see. Variables: data source, model, tier.
 """
 
 from __future__ import annotations
 
 import json
 
-from components import signals
+from components.observability import signals
 
 LABEL, LABEL_VALUE = "grafana_dashboard", "1"
 """The label Grafana's sidecar loads dashboard ConfigMaps by."""

@@ -6,8 +6,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from catalog import versions
-from components import helm
-from components.gpu_node_pool import AMI_FAMILY_LABEL, GPU_TAINT
+from components.compute.gpu_node_pool import AMI_FAMILY_LABEL, GPU_TAINT
+from components.shared import helm
 
 NAMESPACE = "kube-system"
 

@@ -16,8 +16,8 @@ import pulumi_kubernetes as k8s
 from catalog.engines import NEEDS_QUANTIZED_CHECKPOINT
 from catalog.instances import types_in_pool
 from catalog.models import MODELS
-from components.gpu_node_pool import GPU_TAINT, POOL_LABEL
-from components.labels import PLATFORM_LABELS
+from components.compute.gpu_node_pool import GPU_TAINT, POOL_LABEL
+from components.shared.labels import PLATFORM_LABELS
 from config import GpuPool, ModelDeployment
 from config.schema import PRE_STOP_SLEEP_SECONDS, TERMINATION_MARGIN_SECONDS
 from planning.capacity import DTYPE_BYTES, GiB, weights_bytes_per_gpu
@@ -258,7 +258,8 @@ def spread_constraints(key: str) -> list[dict]:
 
 def min_servers(m: ModelDeployment) -> int:
     """The fewest servers a model runs: its minReplicas. At 0, the gateway's request counter wakes it (KEDA
-    activation, components/signals.py). New Deployments start with this many; the autoscaler's minimum is the same."""
+    activation, components/observability/signals.py). New Deployments start with this many; the autoscaler's
+    minimum is the same."""
     return m.min_replicas
 
 

@@ -1,9 +1,10 @@
 """KEDA: the operator (its chart, on the system nodes) and one ScaledObject per model server.
 
 Each ScaledObject scales a model's Deployment between its minimum and maximum on the in-cluster Prometheus:
-queued requests per server, p99 latency and GPU utilisation, from the recorded series in `components/signals.py`.
-KEDA creates an HPA (`keda-hpa-<model>`) that owns the Deployment's replica count from then on; the Deployment
-ignores changes to `spec.replicas` (components/model_server.py), so `pulumi up` never resets it.
+queued requests per server, p99 latency and GPU utilisation, from the recorded series in
+`components/observability/signals.py`. KEDA creates an HPA (`keda-hpa-<model>`) that owns the Deployment's replica
+count from then on; the Deployment ignores changes to `spec.replicas` (components/serving/model_server.py), so
+`pulumi up` never resets it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from catalog import versions
-from components import helm
-from components.cluster import SYSTEM_NODE_LABEL
-from components.labels import PLATFORM_LABELS
-from components.model_server import NAMESPACE as INFERENCE_NAMESPACE
-from components.model_server import min_servers
-from components.signals import scaler_queries
+from components.compute.cluster import SYSTEM_NODE_LABEL
+from components.observability.signals import scaler_queries
+from components.serving.model_server import NAMESPACE as INFERENCE_NAMESPACE
+from components.serving.model_server import min_servers
+from components.shared import helm
+from components.shared.labels import PLATFORM_LABELS
 from config import ModelDeployment
 from config.schema import ScalingPolicy
 
@@ -39,7 +40,7 @@ def keda_values(replicas: int) -> dict:
         "resources": {"operator": per_pod, "metricServer": per_pod, "webhooks": per_pod},
         "podDisruptionBudget": {part: {"maxUnavailable": 1} for part in ("operator", "metricServer", "webhooks")}
         if replicas > 1 else {},
-        # The operator's own metrics (scaler errors, values), scraped by the PodMonitor in monitoring.py.
+        # The operator's own metrics (scaler errors, values), scraped by a PodMonitor (observability/monitoring.py).
         "prometheus": {"operator": {"enabled": True, "port": METRICS_PORT}},
         "crds": {"install": True},
     }

@@ -16,13 +16,13 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from catalog import versions
-from components import helm
-from components.cluster import SYSTEM_NODE_LABEL
-from components.gateway import HEALTH_PATHS, PORT
-from components.gateway import NAME as GATEWAY_NAME
-from components.gateway import NAMESPACE as GATEWAY_NAMESPACE
-from components.iam import pod_identity_role
-from components.labels import PLATFORM_LABELS
+from components.compute.cluster import SYSTEM_NODE_LABEL
+from components.edge.gateway import HEALTH_PATHS, PORT
+from components.edge.gateway import NAME as GATEWAY_NAME
+from components.edge.gateway import NAMESPACE as GATEWAY_NAMESPACE
+from components.shared import helm
+from components.shared.iam import pod_identity_role
+from components.shared.labels import PLATFORM_LABELS
 from config.schema import GatewayIngress
 
 CONTROLLER_NAMESPACE = "kube-system"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.labels import PLATFORM_LABELS
+from components.shared.labels import PLATFORM_LABELS
 
 
 def opaque_secret(resource_name: str, *, name: str, namespace: str, data: dict[str, pulumi.Input[str]],
