@@ -384,6 +384,10 @@ class Gateway(_Model):
     """Keyed map of client API keys; each name (a DNS label) needs the secret `gatewayKeys.<name>`."""
     response_cache: ResponseCache = Field(default_factory=ResponseCache)
     ingress: GatewayIngress = Field(default_factory=GatewayIngress)
+    fallbacks_across_grants: bool = True
+    """Default true: when a tier has no ready server, its fallback tier answers even for a key that was not granted
+    that tier (availability first; the response's `x-litellm-model-id` and `x-litellm-attempted-fallbacks` say so).
+    False: a key gets answers only from what it was granted, and a 503 when that is down."""
 
 
 class Redis(_Model):

@@ -93,3 +93,22 @@ def stack(request) -> Rendered:
 def stack_values(stack: str) -> dict[str, Any]:
     """The `config:` map of a committed stack file, for tests that mutate one key."""
     return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+
+
+@pytest.fixture(scope="session")
+def gateways():
+    """The real LiteLLM proxy as rendered, in front of stand-in model servers (tests/gateway_stand_in.py): `default`
+    with the stack's default fallback rule, `strict` with fallbacksAcrossGrants false. Shared by the proxy and
+    security tests, and stopped by PID at the end, pass or fail."""
+    from tests import gateway_stand_in
+    from tests.servers import StartupFailed
+
+    configs = {"default": gateway_stand_in.stack_config(), "strict": gateway_stand_in.stack_config(False)}
+    started = {}
+    try:
+        started = gateway_stand_in.start_gateways(ROOT / "build" / "test-gateway", configs)
+        yield started
+    except StartupFailed as error:
+        pytest.fail(str(error))
+    finally:
+        gateway_stand_in.stop_gateways(started)

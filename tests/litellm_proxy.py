@@ -18,24 +18,28 @@ from tests.servers import Server, free_port, fresh_folder, start
 NO_REDIS = {"host": "127.0.0.1", "port": "0", "password": "unused"}
 
 
-def gateway_command(config_path: str, port: int) -> list[str]:
+def container(cfg: config.StackConfig) -> dict:
+    [rendered] = gateway.pod_spec("local", cfg.gateway)["spec"]["containers"]
+    return rendered
+
+
+def gateway_command(cfg: config.StackConfig, config_path: str, port: int) -> list[str]:
     """The gateway container's arguments as rendered, with the local config path and a loopback port."""
-    [container] = gateway.pod_spec("local")["spec"]["containers"]
-    args = list(container["args"])
+    args = list(container(cfg)["args"])
     args[args.index("--config") + 1] = config_path
     args[args.index("--port") + 1] = str(port)
     return [*args, "--host", "127.0.0.1"]
 
 
-def gateway_env(secrets: dict[tuple[str, str], str], paths: dict[str, str]) -> dict[str, str]:
+def gateway_env(cfg: config.StackConfig, secrets: dict[tuple[str, str], str], paths: dict[str, str]) -> dict[str, str]:
     """The gateway container's environment as rendered: literal values (with mounted paths mapped to local
     files), and each Secret reference resolved from `secrets[(secret name, key)]`. A reference the run cannot
-    resolve is an error: the pod would not start either."""
-    [container] = gateway.pod_spec("local")["spec"]["containers"]
+    resolve is an error: the pod would not start either. The peers' DNS name (a headless Service) exists only in a
+    cluster: here it is empty, so a proxy counts the configured replicas."""
     env = {}
-    for entry in container["env"]:
+    for entry in container(cfg)["env"]:
         if "value" in entry:
-            env[entry["name"]] = paths.get(entry["value"], entry["value"])
+            env[entry["name"]] = "" if entry["name"] == gateway.PEERS else paths.get(entry["value"], entry["value"])
         else:
             ref = entry["valueFrom"]["secretKeyRef"]
             env[entry["name"]] = secrets[(ref["name"], ref["key"])]
@@ -61,5 +65,5 @@ def start_proxy(name: str, folder: Path, cfg: config.StackConfig, backends: dict
              f"{gateway.KEYS_DIR}/hashes.json": str(folder / "hashes.json")}
     port = free_port()
     litellm = Path(sys.executable).parent / "litellm"
-    return start(name, [str(litellm), *gateway_command(str(folder / "config.yaml"), port)], folder, port,
-                 gateway_env(secrets, paths))
+    return start(name, [str(litellm), *gateway_command(cfg, str(folder / "config.yaml"), port)], folder, port,
+                 gateway_env(cfg, secrets, paths))

@@ -68,20 +68,24 @@ def test_alert_routing_is_as_rendered_and_only_its_waits_are_cut(cfg):
     assert rendered["route"]["groupWait"] != stack.ROUTE_TIMING_IN_TEST["groupWait"]
 
 
-def test_the_gateway_gets_the_rendered_environment_with_secrets_resolved():
+def test_the_gateway_gets_the_rendered_environment_with_secrets_resolved(cfg):
     secrets = {(gateway.KEYS_SECRET, "master-key"): "m", (gateway.REDIS_SECRET, "host"): "127.0.0.1",
                (gateway.REDIS_SECRET, "port"): "6390", (gateway.REDIS_SECRET, "password"): "p"}
     paths = {f"{gateway.KEYS_DIR}/hashes.json": "/local/hashes.json"}
-    env = litellm_proxy.gateway_env(secrets, paths)
+    env = litellm_proxy.gateway_env(cfg, secrets, paths)
     assert env["LITELLM_MASTER_KEY"] == "m" and env["REDIS_PORT"] == "6390"
     assert env[gateway.HASHES_FILE] == "/local/hashes.json"
     assert env["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    assert env[gateway.REQUEST_TIMEOUT] == str(cfg.gateway.request_timeout_seconds)
+    # The one named change: no headless Service here, so each proxy counts the configured replicas.
+    rendered = {e["name"]: e.get("value") for e in litellm_proxy.container(cfg)["env"]}
+    assert rendered[gateway.PEERS].endswith(".svc.cluster.local") and env[gateway.PEERS] == ""
     with pytest.raises(KeyError):  # a Secret the run does not provide: the pod would not start either
-        litellm_proxy.gateway_env({k: v for k, v in secrets.items() if k[1] != "password"}, paths)
+        litellm_proxy.gateway_env(cfg, {k: v for k, v in secrets.items() if k[1] != "password"}, paths)
 
 
-def test_the_gateway_runs_the_rendered_arguments_on_loopback():
-    command = litellm_proxy.gateway_command("/local/config.yaml", 4100)
+def test_the_gateway_runs_the_rendered_arguments_on_loopback(cfg):
+    command = litellm_proxy.gateway_command(cfg, "/local/config.yaml", 4100)
     assert command[command.index("--config") + 1] == "/local/config.yaml"
     assert command[command.index("--port") + 1] == "4100"
     assert command[command.index("--host") + 1] == "127.0.0.1"
@@ -98,4 +102,6 @@ def test_monitors_scrape_what_the_cluster_scrapes(cfg):
             "action": "replace"} in scrape["model-servers"]["relabel_configs"]
     [gateway_target] = scrape["gateway"]["static_configs"]
     assert gateway_target["labels"]["__metrics_path__"] == "/metrics/"
-    assert scrape["gateway"]["metric_relabel_configs"][0]["action"] == "labeldrop"
+    # Client-chosen labels are left out by the proxy itself, so nothing is dropped at the scrape (which would
+    # collide series that differ only in a dropped label).
+    assert scrape["gateway"]["metric_relabel_configs"] == []

@@ -70,10 +70,35 @@ def test_limits_are_shared_through_redis_and_metrics_are_open_in_cluster(prod: R
     cfg = _config(prod)
     redis = cfg["general_settings"]["coordination_redis"]
     assert redis == {"host": "os.environ/REDIS_HOST", "port": "os.environ/REDIS_PORT",
-                     "password": "os.environ/REDIS_PASSWORD", "ssl": True}
+                     "password": "os.environ/REDIS_PASSWORD", "ssl": True,
+                     "socket_timeout": 0.25, "socket_connect_timeout": 0.25}
     assert cfg["litellm_settings"]["require_auth_for_metrics_endpoint"] is False
     assert "cache" not in cfg["litellm_settings"]  # gateway.responseCache is off by default
     assert cfg["general_settings"]["custom_auth"] == "gateway_auth.user_api_key_auth"
+
+
+def test_one_callers_failures_never_cool_a_deployment_down_for_the_others(prod: Rendered):
+    """LiteLLM's router cools a deployment down after a 404, 429 or 5xx answer to any caller's request; each
+    deployment here is a whole model behind its Service, so that would take the tier away from every key."""
+    router = _config(prod)["router_settings"]
+    assert router["disable_cooldowns"] is True
+    # One retry, for what another replica can fix; never for a timeout (the request's time is spent) or for an
+    # answer about the request itself.
+    assert router["num_retries"] == 1
+    policy = router["retry_policy"]
+    assert policy["ServiceUnavailableErrorRetries"] == 1
+    assert all(policy[f"{kind}Retries"] == 0 for kind in ("TimeoutError", "BadRequestError", "RateLimitError",
+                                                          "NotFoundError", "AuthenticationError", "InternalServerError"))
+
+
+def test_metrics_leave_out_every_label_a_client_chooses_and_errors_name_no_internals(prod: Rendered):
+    settings = _config(prod)["litellm_settings"]
+    assert {"client_ip", "user_agent", "hashed_api_key", "end_user", "user", "route"} <= set(
+        settings["prometheus_exclude_labels"])
+    assert "requested_model" not in settings["prometheus_exclude_labels"]  # KEDA wakes models on it
+    assert "api_key_alias" not in settings["prometheus_exclude_labels"]  # bounded by gateway.keys
+    assert settings["service_callback"] == ["prometheus_system"]  # the Redis circuit breaker's state
+    assert settings["expose_router_debug_in_errors"] is False
 
 
 def test_the_response_cache_uses_redis_with_its_ttl():
@@ -83,68 +108,56 @@ def test_the_response_cache_uses_redis_with_its_ttl():
     settings = gateway.litellm_config(cfg.models, {k: "http://x" for k in cfg.models}, cfg.gateway)["litellm_settings"]
     assert settings["cache"] is True and settings["cache_params"]["type"] == "redis"
     assert settings["cache_params"]["ttl"] == 120 and settings["cache_params"]["password"] == "os.environ/REDIS_PASSWORD"
+    assert settings["cache_params"]["socket_timeout"] == 0.25
 
 
 def test_key_policy_expands_tiers_and_keeps_limits(prod: Rendered):
     [cm] = [c for c in prod.kind("ConfigMap") if c["metadata"]["name"] == gateway.NAME]
     policy = json.loads(cm["data"]["key-policy.json"])
-    assert policy["search-app"] == {"models": ["auto", "fast", "llama-8b"], "requestsPerMinute": 600,
-                                    "tokensPerMinute": 400000}
-    assert policy["research"]["models"] == ["*"]
+    assert policy["keys"]["search-app"] == {"models": ["auto", "fast", "llama-8b"], "requestsPerMinute": 600,
+                                            "tokensPerMinute": 400000}
+    assert policy["keys"]["research"]["models"] == ["*"]
+    served = {*prod.config.models, "fast", "balanced", "quality", "auto"}
+    assert set(policy["models"]) == served
+    assert policy["fallbacksAcrossGrants"] is True and policy["replicas"] == prod.config.gateway.replicas
     # The auth and hooks modules ship beside the config, as the files in this repository.
     assert cm["data"]["gateway_auth.py"] == Path(gateway_auth.__file__).read_text()
     assert "gateway_hooks.py" in cm["data"]
 
 
+def test_a_stack_without_tiers_serves_no_router(dev: Rendered):
+    assert gateway.served_names({}) == []
+    [cm] = [c for c in dev.kind("ConfigMap") if c["metadata"]["name"] == gateway.NAME]
+    assert set(json.loads(cm["data"]["key-policy.json"])["models"]) == {*dev.config.models, "fast", "auto"}
+
+
 def test_the_program_and_the_proxy_modules_agree_on_names():
-    assert (gateway.POLICY_FILE, gateway.HASHES_FILE, gateway.ADMIN) == (
-        gateway_auth.POLICY_FILE, gateway_auth.HASHES_FILE, gateway_auth.ADMIN)
+    assert (gateway.POLICY_FILE, gateway.HASHES_FILE, gateway.ADMIN, gateway.PEERS) == (
+        gateway_auth.POLICY_FILE, gateway_auth.HASHES_FILE, gateway_auth.ADMIN, gateway_auth.PEERS)
+    assert gateway.REQUEST_TIMEOUT == gateway_hooks.REQUEST_TIMEOUT
     assert gateway.key_hash("sk-x") == gateway_auth.key_hash("sk-x")
     assert isinstance(gateway_hooks.unavailable, gateway_hooks.ModelUnavailable)
+
+
+def test_the_load_balancer_forwards_exactly_the_routes_a_client_key_may_call():
+    """An Ingress path the proxy refuses would be dead; a client route the Ingress does not forward would work
+    inside the cluster only. Both lists change together (README, Gateway)."""
+    forwarded = {(path, kind) for path, kind in gateway.CLIENT_PATHS.items()}
+
+    def covered(route: str) -> bool:
+        return any(route == path if kind == "Exact" else route == path or route.startswith(path + "/")
+                   for path, kind in forwarded)
+
+    routes = {route for _, route in gateway_auth.CLIENT_ROUTES}
+    assert all(covered(route) for route in routes), routes
+    assert all(any(covered(route) and (route == path or route.startswith(path)) for route in routes)
+               for path, _ in forwarded), forwarded
 
 
 def test_the_gateway_holds_only_hashes():
     text = gateway.key_hashes("sk-master", {"team": "sk-team-secret"})
     assert "sk-team-secret" not in text and "sk-master" not in text
     assert json.loads(text) == {"admin": gateway.key_hash("sk-master"), "team": gateway.key_hash("sk-team-secret")}
-
-
-# The auth module, as the proxy calls it ----------------------------------------------------------------------
-
-@pytest.fixture
-def table() -> gateway_auth.KeyTable:
-    policy = {"app": {"models": ["fast", "llama-8b"], "requestsPerMinute": 7, "tokensPerMinute": 900}}
-    return gateway_auth.KeyTable(policy, {"app": gateway_auth.key_hash("sk-app"), "admin": gateway_auth.key_hash("sk-m")})
-
-
-def test_a_good_key_carries_its_limits(table):
-    identity = table.authorize("Bearer sk-app", "/v1/chat/completions", "fast")
-    assert identity.key_alias == "app" and identity.api_key == gateway_auth.key_hash("sk-app")
-    assert (identity.rpm_limit, identity.tpm_limit) == (7, 900)
-    assert table.authorize("sk-app", "/v1/models", None).key_alias == "app"
-
-
-@pytest.mark.parametrize("key", [None, "", "Bearer sk-wrong", "sk-ap"])
-def test_a_missing_or_unknown_key_is_401(table, key):
-    with pytest.raises(Exception) as raised:
-        table.authorize(key, "/v1/chat/completions", "fast")
-    assert raised.value.status_code == 401
-
-
-def test_a_model_outside_the_key_is_403_and_names_it(table):
-    with pytest.raises(Exception) as raised:
-        table.authorize("sk-app", "/v1/chat/completions", "quality")
-    assert raised.value.status_code == 403 and "'quality'" in raised.value.detail
-
-
-def test_the_master_key_is_admin(table):
-    identity = table.authorize("sk-m", "/key/generate", None)
-    assert identity.user_role.value == "proxy_admin" and identity.rpm_limit is None
-
-
-def test_a_hash_without_a_policy_is_refused_at_load():
-    with pytest.raises(ValueError, match="without a policy"):
-        gateway_auth.KeyTable({}, {"ghost": "00"})
 
 
 # Config errors --------------------------------------------------------------------------------------------------
@@ -238,15 +251,20 @@ def test_the_vpc_cni_enforces_network_policies(stack: Rendered):
     assert json.loads(cni["inputs"]["configurationValues"]) == {"enableNetworkPolicy": "true"}
 
 
-def test_the_ingress_routes_only_the_api_and_health_over_tls(prod: Rendered):
+def test_the_ingress_routes_only_the_client_routes_and_health_over_tls(prod: Rendered):
     [ing] = prod.kind("Ingress")
     paths = {(p["path"], p["pathType"]) for r in ing["spec"]["rules"] for p in r["http"]["paths"]}
-    assert paths == {("/v1", "Prefix"), ("/health/liveliness", "Exact"), ("/health/readiness", "Exact")}
+    assert paths == {("/v1/chat/completions", "Exact"), ("/v1/completions", "Exact"), ("/v1/models", "Prefix"),
+                     ("/health/liveliness", "Exact"), ("/health/readiness", "Exact")}
     assert ing["spec"]["rules"][0]["host"] == "llm.example.com"
     notes = ing["metadata"]["annotations"]
     assert notes["alb.ingress.kubernetes.io/ssl-redirect"] == "443"
     assert notes["alb.ingress.kubernetes.io/ssl-policy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
-    assert notes["alb.ingress.kubernetes.io/load-balancer-attributes"] == "idle_timeout.timeout_seconds=300"
+    attributes = notes["alb.ingress.kubernetes.io/load-balancer-attributes"].split(",")
+    assert "idle_timeout.timeout_seconds=300" in attributes
+    # The master key is refused on any request carrying X-Forwarded-For: the ALB must keep adding it.
+    assert "routing.http.xff_header_processing.mode=append" in attributes
+    assert "routing.http.drop_invalid_header_fields.enabled=true" in attributes
     assert notes["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:us-east-1:")
     assert "stickiness" not in notes["alb.ingress.kubernetes.io/target-group-attributes"]
     assert prod.outputs["gatewayUrl"] == "https://llm.example.com"
@@ -319,7 +337,14 @@ def test_the_gateway_pods_are_hardened_probed_and_scraped(prod: Rendered):
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 10)
     [monitor] = [m for m in prod.kind("ServiceMonitor") if m["metadata"]["name"] == gateway.NAME]
     [endpoint] = monitor["spec"]["endpoints"]
-    dropped = endpoint["metricRelabelings"][0]
-    assert dropped["action"] == "labeldrop"
-    for label in ("client_ip", "user_agent", "hashed_api_key"):
-        assert label in dropped["regex"].split("|")
+    assert endpoint["path"] == "/metrics/" and "metricRelabelings" not in endpoint
+    assert env[gateway.PEERS]["value"] == f"{gateway.PEERS_SERVICE}.llm-gateway.svc.cluster.local"
+    assert env[gateway.REQUEST_TIMEOUT]["value"] == "300"
+    assert env["REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT"]["value"] == "2"
+
+
+def test_a_headless_service_lists_the_ready_gateway_replicas(prod: Rendered):
+    [peers] = [s for s in prod.kind("Service") if s["metadata"]["name"] == gateway.PEERS_SERVICE]
+    assert peers["metadata"]["namespace"] == gateway.NAMESPACE
+    assert peers["spec"]["clusterIP"] == "None" and peers["spec"]["publishNotReadyAddresses"] is False
+    assert peers["spec"]["selector"] == gateway.selector()

@@ -1,93 +1,28 @@
 """The real LiteLLM proxy (the `litellm` release the image pins) loads the rendered config, runs the platform's
 auth and 503 hooks, and answers as clients are told it will: 401, 403, 429 with retry-after, tier and router
 headers, response cost, fallbacks, 503 with retry-after for a model with no server, and the request counter the
-scale-from-zero trigger reads. Backends are a stand-in OpenAI-compatible server on 127.0.0.1; the end-to-end run
+scale-from-zero trigger reads. Backends are stand-in servers on 127.0.0.1 (tests/gateway_stand_in.py); the end-to-end run
 against a real vLLM is separate. Limits are counted in the proxy's memory here (no Redis)."""
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-import urllib.error
+import re
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import config
+from components.edge import gateway
 from components.observability.signals import GATEWAY_REQUESTS
-from tests.conftest import ROOT
-from tests.litellm_proxy import start_proxy
+from tests import gateway_stand_in
 from tests.openai_client import chat
-from tests.servers import StartupFailed, free_port
 
-STARTUP_SECONDS = 90
-KEYS = {"team": "sk-test-team-1", "limited": "sk-test-limited-2"}
-MASTER = "sk-test-master"
-
-
-class Backend(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat endpoint with fixed usage: 10 prompt and 5 completion tokens. The model `draining`
-    refuses every other request with 503, as a server that received SIGTERM refuses new work."""
-
-    attempts: dict[str, int] = {}
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-        model = str(body.get("model"))
-        Backend.attempts[model] = Backend.attempts.get(model, 0) + 1
-        if model.endswith("draining") and Backend.attempts[model] % 2 == 1:
-            self.send_error(503, "server is shutting down")
-            return
-        reply = json.dumps({"id": "c1", "object": "chat.completion", "created": int(time.time()),
-                            "model": body.get("model"), "choices": [{"index": 0, "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": "ok"}}],
-                            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args):
-        pass
-
-
-def stack_config() -> config.StackConfig:
-    return config.parse("proxy-test", {
-        "cluster": {"region": "us-west-2"},
-        "gpuPools": {"g": {"instanceFamilies": ["g6e"], "gpuLimit": 4}},
-        "models": {
-            "small": {"model": "llama-3.1-8b", "gpuPool": "g", "tier": "fast",
-                      "costPer1kTokens": {"input": 0.1, "output": 0.2}},
-            # balanced has no ready server: its requests fall back to fast.
-            "mid": {"model": "llama-3.1-8b", "gpuPool": "g", "tier": "balanced"},
-            "asleep": {"model": "llama-3.1-8b", "gpuPool": "g", "minReplicas": 0},
-            "draining": {"model": "llama-3.1-8b", "gpuPool": "g"},
-        },
-        "gateway": {"ingress": {"enabled": False}, "keys": {
-            "team": {"models": ["fast", "balanced", "auto", "asleep", "draining"], "requestsPerMinute": 100,
-                     "tokensPerMinute": 100000},
-            "limited": {"models": ["fast"], "requestsPerMinute": 2, "tokensPerMinute": 100000}}},
-    })
+KEYS, MASTER = gateway_stand_in.KEYS, gateway_stand_in.MASTER
 
 
 @pytest.fixture(scope="module")
-def proxy():
-    backend = ThreadingHTTPServer(("127.0.0.1", free_port()), Backend)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
-    live, dead = f"http://127.0.0.1:{backend.server_port}", f"http://127.0.0.1:{free_port()}"
-    work = ROOT / "build" / "test-gateway-proxy"
-    server = start_proxy("litellm", work, stack_config(), {"small": live, "mid": dead, "asleep": dead, "draining": live}, MASTER, KEYS)
-    try:
-        server.wait_ready("/health/readiness", STARTUP_SECONDS)
-        yield server.url, work
-    except StartupFailed as error:
-        pytest.fail(str(error))
-    finally:
-        server.stop(timeout=20)
-        backend.shutdown()
+def proxy(gateways):
+    g = gateways["default"]
+    return g.url, g
 
 
 def call(url: str, key: str | None, model: str) -> tuple[int, dict, dict]:
@@ -157,16 +92,17 @@ def test_the_dashboards_labels_exist_in_the_real_metrics(proxy):
     assert requests and all('status_code="' in line and 'requested_model="' in line for line in requests)
     spend = [line for line in metrics.splitlines() if line.startswith("litellm_spend_metric_total{")]
     assert spend and all('api_key_alias="' in line for line in spend), metrics[:2000]
-    # The labels the ServiceMonitor drops are really there (so dropping them matters).
-    assert 'client_ip="' in requests[0] and 'hashed_api_key="' in requests[0]
+    # The labels a client chooses are left out by the proxy itself (prometheus_exclude_labels).
+    for label in gateway.EXCLUDED_METRIC_LABELS:
+        assert not re.search(rf'[{{,]{label}="', metrics), label
 
 
 def test_a_request_refused_before_any_token_is_retried(proxy):
     """A server that got SIGTERM (a spot reclaim, a scale-down) refuses new requests with 503 while it drains; the
     gateway retries once, and the client sees only the answer."""
-    url, _ = proxy
-    before = {k: v for k, v in Backend.attempts.items() if k.endswith("draining")}
+    url, g = proxy
+    mark = len(g.stand_ins.received)
     status, _, body = call(url, KEYS["team"], "draining")
-    after = {k: v for k, v in Backend.attempts.items() if k.endswith("draining")}
+    attempts = [r for r in g.stand_ins.since(mark) if r.server == "draining"]
     assert status == 200, body
-    assert sum(after.values()) - sum(before.values()) == 2, (before, after)
+    assert len(attempts) == 2, attempts

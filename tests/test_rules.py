@@ -45,6 +45,10 @@ def gpu(metric: str, pod: str, gpu_index: str = "0", namespace: str = NS) -> str
                            namespace=namespace, pod=pod, container="vllm")
 
 
+def breaker(pod: str, state: str) -> str:
+    return "litellm_redis_circuit_breaker_state" + labels(namespace="llm-gateway", pod=pod, state=state)
+
+
 def ready(model: str) -> str:
     return "kube_deployment_status_replicas_available" + labels(namespace=NS, deployment=model)
 
@@ -209,6 +213,15 @@ CASES = [
          [(WARN, "3 spot interruptions in 30 minutes")]),
     Case("two-spot-interruptions-silent", "KarpenterSpotInterruptionWave", {
         'karpenter_interruption_received_messages_total{message_type="spot_interrupted"}': "0+0x10 2+0x40"}, "30m"),
+    # A gateway pod whose Redis circuit breaker has stayed open (or probing) for 2 minutes; one that closed again
+    # within a minute, and a healthy one, stay silent.
+    Case("gateway-redis-breaker-open-fires", "LLMGatewayLimitsDegraded", {
+        breaker("llm-gateway-a", "open"): "0 1+0x5", breaker("llm-gateway-a", "closed"): "1 0+0x5",
+        breaker("llm-gateway-b", "closed"): constant(1)}, "5m",
+         [({**WARN, "namespace": "llm-gateway", "pod": "llm-gateway-a"},
+           "Gateway llm-gateway-a counts rate limits in its own memory: it cannot reach Redis")]),
+    Case("gateway-redis-breaker-blip-silent", "LLMGatewayLimitsDegraded", {
+        breaker("llm-gateway-a", "open"): "0 1 0+0x4", breaker("llm-gateway-a", "half_open"): "0 0 1 0+0x3"}, "5m"),
 ]
 
 

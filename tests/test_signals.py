@@ -147,7 +147,7 @@ def test_every_alert_has_a_severity_a_summary_naming_what_and_a_runbook():
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in ("critical", "warning")
         summary = rule["annotations"]["summary"]
-        assert any(subject in summary for subject in ("$labels.model", "$labels.gpu", "spot")), name
+        assert any(subject in summary for subject in ("$labels.model", "$labels.gpu", "$labels.pod", "spot")), name
         assert ("$value" in summary) == (name in VALUE_ALERTS), name
         anchor = rule["annotations"]["runbook_url"].split("#")[1]
         assert anchor in anchors, f"README has no section for {name} (#{anchor})"

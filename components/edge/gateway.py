@@ -42,6 +42,8 @@ HOOKS_MODULE = "gateway_hooks"
 them: the names below are their contract, and a test checks them."""
 POLICY_FILE = "LLM_PLATFORM_KEY_POLICY"
 HASHES_FILE = "LLM_PLATFORM_KEY_HASHES"
+PEERS = "LLM_PLATFORM_GATEWAY_PEERS"
+REQUEST_TIMEOUT = "LLM_PLATFORM_REQUEST_TIMEOUT_SECONDS"
 ADMIN = "admin"
 AUTO = "auto"
 """The model name that asks the complexity router to choose the tier."""
@@ -52,10 +54,29 @@ KEYS_SECRET = f"{NAME}-keys"
 # LiteLLM's complexity levels and the tier each prefers. A level whose tier no model serves goes to the nearest
 # served tier, the more capable one on a tie: a wrong guess upward costs money, downward costs answer quality.
 COMPLEXITY_TIERS = {"SIMPLE": "fast", "MEDIUM": "balanced", "COMPLEX": "quality", "REASONING": "quality"}
-# High-cardinality labels LiteLLM puts on its metrics: one series per client address, user agent or key hash.
-# The key's name (api_key_alias) stays: it is bounded by gateway.keys.
-DROPPED_METRIC_LABELS = ("client_ip", "user_agent", "hashed_api_key", "end_user", "user", "user_email")
+# Labels LiteLLM would put on its metrics whose values a client chooses: its address, user agent, key hash, `user`
+# field, the request path (any path under a route's prefix), and `model` (on a refused request LiteLLM writes the
+# client's string there; `requested_model` is bucketed to the served names or "other", `model_id` names the
+# deployment). Left out at the source (prometheus_exclude_labels), so the series that remain count every request:
+# dropping them in the ServiceMonitor instead would collide series that differ only in a dropped label. The key's
+# name (api_key_alias) stays: gateway.keys bounds it.
+EXCLUDED_METRIC_LABELS = ("client_ip", "user_agent", "hashed_api_key", "end_user", "user", "user_email", "route",
+                          "model")
 HEALTH_PATHS = ("/health/liveliness", "/health/readiness")
+CLIENT_PATHS = {"/v1/chat/completions": "Exact", "/v1/completions": "Exact", "/v1/models": "Prefix"}
+"""What the load balancer forwards beside the health paths (Ingress pathType by path): the routes a client key may
+call (gateway_plugins/gateway_auth.py CLIENT_ROUTES; a test holds the two equal)."""
+PEERS_SERVICE = f"{NAME}-peers"
+"""A headless Service: its DNS name has one address per ready replica, which gateway_auth reads to share a key's
+limits among the replicas while Redis is unreachable."""
+# LiteLLM's Redis client and circuit breaker (RedisCache and litellm/constants.py, 1.108.7). Defaults: a 5 s socket
+# timeout per command, and a breaker that opens after 5 timeouts spanning 5 s and probes again after 60 s: a hung
+# Redis stalls requests 15 s before the breaker opens, and a recovered one is used again only after a minute.
+# ElastiCache answers in well under a millisecond inside the VPC, so a quarter second is a generous bound, and a
+# probe every 2 s notices recovery within seconds (each probe of a still-hung Redis costs one request that bound).
+REDIS_TIMEOUT_SECONDS = 0.25
+REDIS_CLIENT_ENV = {"REDIS_CONNECTION_POOL_TIMEOUT": "1", "REDIS_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "3",
+                    "REDIS_CIRCUIT_BREAKER_TIMEOUT_MIN_DURATION": "1", "REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "2"}
 
 
 # Decisions ------------------------------------------------------------------------------------------------------
@@ -120,14 +141,21 @@ def litellm_config(models: dict[str, ModelDeployment], backends: dict[str, str],
             "complexity_router_default_model": nearest_tier("balanced", served),
         }})
     connection = {"host": "os.environ/REDIS_HOST", "port": "os.environ/REDIS_PORT",
-                  "password": "os.environ/REDIS_PASSWORD", "ssl": redis.ssl} if redis else None
+                  "password": "os.environ/REDIS_PASSWORD", "ssl": redis.ssl,
+                  "socket_timeout": REDIS_TIMEOUT_SECONDS, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS} \
+        if redis else None
     litellm_settings: dict = {
         "request_timeout": timeout,
         "callbacks": ["prometheus", f"{HOOKS_MODULE}.unavailable"],
+        # LiteLLM's own service metrics, among them its Redis circuit breaker's state (the limits-degraded alert).
+        "service_callback": ["prometheus_system"],
+        "prometheus_exclude_labels": list(EXCLUDED_METRIC_LABELS),
         # In-cluster only: the Ingress never routes /metrics, and the NetworkPolicy admits Prometheus.
         "require_auth_for_metrics_endpoint": False,
         # Request bodies and answers stay out of logs and metrics labels.
         "turn_off_message_logging": True,
+        # Error messages name neither model groups nor fallback wiring (LiteLLM's default appends both).
+        "expose_router_debug_in_errors": False,
     }
     if gateway.response_cache.enabled and connection:
         litellm_settings |= {"cache": True, "cache_params": {
@@ -140,13 +168,30 @@ def litellm_config(models: dict[str, ModelDeployment], backends: dict[str, str],
         general_settings["coordination_redis"] = connection
     return {
         "model_list": model_list,
-        # One retry: a request a draining server refuses before sending any token (503 after SIGTERM on a spot
-        # reclaim or scale-down) goes again, through the Service, to another replica. A stream that has started is
-        # never retried: the client already holds tokens (tests/test_gateway_proxy.py holds the retry).
-        "router_settings": {"fallbacks": tier_fallbacks(served), "num_retries": 1, "timeout": timeout},
+        "router_settings": router_settings(served, timeout),
         "litellm_settings": litellm_settings,
         "general_settings": general_settings,
     }
+
+
+def router_settings(served: list[str], timeout: int) -> dict:
+    """How LiteLLM's router treats a failed call.
+
+    - One retry, and only for what another replica can fix: a request a draining server refuses before sending any
+      token (503 after SIGTERM on a spot reclaim or scale-down) or a refused connection goes again, through the
+      Service, to another replica. Nothing else is retried: not a timeout (gateway_hooks gives each attempt only
+      what is left of the request's time), and not an answer about the request itself (400, 404, 429, or a 500 a
+      malformed input can cause, which a retry would only double). A stream that has started is never retried:
+      the client already holds tokens.
+    - No cooldowns. Each deployment here is a Kubernetes Service in front of a model's replicas: Kubernetes takes an
+      unready replica out of it, and a Service with none refuses connections, which LiteLLM never cools down for.
+      What would put a deployment in cooldown is an answer to one caller's request (a 404 for a route the server
+      lacks, a 429, a 500 on a malformed input), and a cooled-down tier fails every other key's requests too."""
+    no_retry = {f"{kind}Retries": 0 for kind in ("BadRequestError", "AuthenticationError", "TimeoutError",
+                                                  "RateLimitError", "ContentPolicyViolationError", "NotFoundError",
+                                                  "InternalServerError")}
+    return {"fallbacks": tier_fallbacks(served), "num_retries": 1, "timeout": timeout,
+            "retry_policy": {**no_retry, "ServiceUnavailableErrorRetries": 1}, "disable_cooldowns": True}
 
 
 def allowed_models(entries: list[str], models: dict[str, ModelDeployment]) -> list[str]:
@@ -159,10 +204,23 @@ def allowed_models(entries: list[str], models: dict[str, ModelDeployment]) -> li
     return sorted(set(names))
 
 
+def served_names(models: dict[str, ModelDeployment]) -> list[str]:
+    """Every name a request may carry: each model key, each served tier, and `auto` when a tier is served."""
+    tiers = served_tiers(models)
+    return sorted({*models, *tiers, *([AUTO] if tiers else [])})
+
+
 def key_policy(gateway: Gateway, models: dict[str, ModelDeployment]) -> dict:
-    """What each key may call and how fast: not secret, so it lives in the ConfigMap (and shows in `plan`)."""
-    return {name: {"models": allowed_models(key.models, models), "requestsPerMinute": key.requests_per_minute,
-                   "tokensPerMinute": key.tokens_per_minute} for name, key in gateway.keys.items()}
+    """What gateway_auth needs, not secret, so it lives in the ConfigMap (and shows in `plan`): the names the gateway
+    serves, the fallback rule, the replicas that share a key's limits when Redis is unreachable, and what each key
+    may call and how fast."""
+    return {
+        "models": served_names(models),
+        "fallbacksAcrossGrants": gateway.fallbacks_across_grants,
+        "replicas": gateway.replicas,
+        "keys": {name: {"models": allowed_models(key.models, models), "requestsPerMinute": key.requests_per_minute,
+                        "tokensPerMinute": key.tokens_per_minute} for name, key in gateway.keys.items()},
+    }
 
 
 def key_hash(key: str) -> str:
@@ -196,7 +254,7 @@ def probes() -> dict:
     }
 
 
-def pod_spec(config_checksum: str) -> dict:
+def pod_spec(config_checksum: str, gateway: Gateway) -> dict:
     secret_env = [{"name": f"REDIS_{part.upper()}", "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": part}}}
                   for part in ("host", "port", "password")]
     return {
@@ -225,6 +283,9 @@ def pod_spec(config_checksum: str) -> dict:
                      "valueFrom": {"secretKeyRef": {"name": KEYS_SECRET, "key": "master-key"}}},
                     {"name": POLICY_FILE, "value": f"{CONFIG_DIR}/key-policy.json"},
                     {"name": HASHES_FILE, "value": f"{KEYS_DIR}/hashes.json"},
+                    {"name": PEERS, "value": f"{PEERS_SERVICE}.{NAMESPACE}.svc.cluster.local"},
+                    {"name": REQUEST_TIMEOUT, "value": str(gateway.request_timeout_seconds)},
+                    *({"name": name, "value": value} for name, value in REDIS_CLIENT_ENV.items()),
                     *secret_env,
                 ],
                 "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
@@ -244,6 +305,12 @@ def pod_spec(config_checksum: str) -> dict:
     }
 
 
+def peers_service_spec() -> dict:
+    """Headless and ready pods only: a DNS lookup of it counts the replicas that take traffic."""
+    return {"clusterIP": "None", "selector": selector(), "publishNotReadyAddresses": False,
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]}
+
+
 def hpa_spec(gateway: Gateway) -> dict:
     """The proxy is CPU-bound (JSON, tokenization for limits); scale on CPU against its request."""
     return {
@@ -260,9 +327,8 @@ def service_monitor_spec() -> dict:
     return {
         "selector": {"matchLabels": selector()},
         "namespaceSelector": {"matchNames": [NAMESPACE]},
-        # LiteLLM answers /metrics with a redirect to /metrics/.
-        "endpoints": [{"port": "http", "path": "/metrics/", "interval": "15s",
-                       "metricRelabelings": [{"action": "labeldrop", "regex": "|".join(DROPPED_METRIC_LABELS)}]}],
+        # LiteLLM answers /metrics with a redirect to /metrics/. Client-chosen labels are left out at the source.
+        "endpoints": [{"port": "http", "path": "/metrics/", "interval": "15s"}],
     }
 
 
@@ -323,13 +389,15 @@ class GatewayService(pulumi.ComponentResource):
             f"{name}-deployment", metadata=metadata,
             spec={"replicas": args.gateway.replicas, "selector": {"matchLabels": selector()},
                   "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                  "template": pod_spec(checksum)},
+                  "template": pod_spec(checksum, args.gateway)},
             # The HPA owns the replica count once the Deployment exists.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[config_map, keys, redis, *args.depends_on],
                                         ignore_changes=["spec.replicas"]))
         self.service = k8s.core.v1.Service(f"{name}-service", metadata=metadata, spec={
             "type": "ClusterIP", "selector": selector(),
             "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]}, opts=in_namespace)
+        k8s.core.v1.Service(f"{name}-peers", metadata={**metadata, "name": PEERS_SERVICE}, spec=peers_service_spec(),
+                            opts=in_namespace)
         if args.gateway.replicas > 1:
             k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=metadata, spec={
                 "maxUnavailable": 1, "selector": {"matchLabels": selector()},

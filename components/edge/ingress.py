@@ -2,8 +2,8 @@
 
 The controller's IAM policy is the upstream one narrowed to this cluster: every load balancer, target group and
 security group it changes or deletes must carry the tag `elbv2.k8s.aws/cluster: <cluster name>`, which it sets
-on what it creates. The Ingress routes only the OpenAI API (`/v1`) and two health paths, never `/metrics` or
-LiteLLM's admin routes; those stay inside the cluster.
+on what it creates. The Ingress routes only the client routes (chat completions, completions, models) and two
+health paths, never `/metrics`, LiteLLM's admin routes or its other APIs; those stay inside the cluster.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 
 from catalog import versions
 from components.compute.cluster import SYSTEM_NODE_LABEL
-from components.edge.gateway import HEALTH_PATHS, PORT
+from components.edge.gateway import CLIENT_PATHS, HEALTH_PATHS, PORT
 from components.edge.gateway import NAME as GATEWAY_NAME
 from components.edge.gateway import NAMESPACE as GATEWAY_NAMESPACE
 from components.shared import helm
@@ -124,17 +124,27 @@ def ingress_annotations(cfg: GatewayIngress, certificate_arn: str, timeout_secon
         "alb.ingress.kubernetes.io/certificate-arn": certificate_arn,
         "alb.ingress.kubernetes.io/ssl-policy": SSL_POLICY,
         "alb.ingress.kubernetes.io/inbound-cidrs": ",".join(cfg.allowed_cidrs),
-        # Generations stream for minutes: the idle timeout matches the gateway's request timeout.
-        "alb.ingress.kubernetes.io/load-balancer-attributes": f"idle_timeout.timeout_seconds={timeout_seconds}",
+        "alb.ingress.kubernetes.io/load-balancer-attributes": ",".join(load_balancer_attributes(timeout_seconds)),
         "alb.ingress.kubernetes.io/target-group-attributes": ",".join(target_group),
         "alb.ingress.kubernetes.io/healthcheck-path": HEALTH_PATHS[1],
         "alb.ingress.kubernetes.io/success-codes": "200",
     }
 
 
+def load_balancer_attributes(timeout_seconds: int) -> list[str]:
+    """- Generations stream for minutes: the idle timeout matches the gateway's request timeout.
+    - The client's address is appended to X-Forwarded-For (the ALB's default, pinned): gateway_auth refuses the
+      master key on any request that carries it, so the admin key never works from outside the cluster.
+    - Headers that are not valid HTTP are dropped rather than passed to the proxy."""
+    return [f"idle_timeout.timeout_seconds={timeout_seconds}", "routing.http.xff_header_processing.mode=append",
+            "routing.http.drop_invalid_header_fields.enabled=true"]
+
+
 def ingress_spec(cfg: GatewayIngress) -> dict:
+    """Only the client routes and the two health paths; every other path gets the ALB's own 404 and never reaches
+    the gateway. To open another route, add it to gateway.CLIENT_PATHS and to gateway_auth.CLIENT_ROUTES."""
     backend = {"service": {"name": GATEWAY_NAME, "port": {"number": PORT}}}
-    paths = [{"path": "/v1", "pathType": "Prefix", "backend": backend}]
+    paths = [{"path": path, "pathType": kind, "backend": backend} for path, kind in CLIENT_PATHS.items()]
     paths += [{"path": path, "pathType": "Exact", "backend": backend} for path in HEALTH_PATHS]
     rule = {"http": {"paths": paths}, **({"host": cfg.host} if cfg.host else {})}
     return {"ingressClassName": "alb", "rules": [rule]}

@@ -218,6 +218,10 @@ def pod_recordings() -> list[Recording]:
 
 # Alerts -----------------------------------------------------------------------------------------------------------
 
+REDIS_BREAKER = "litellm_redis_circuit_breaker_state"
+"""LiteLLM's Redis circuit breakers by state (open, half_open, closed), one gauge per gateway pod: a breaker that is
+not closed means the rate limiter counts in that pod's memory."""
+
 MODEL = "{{ $labels.model }}"
 # Compare a model's series with its config series. `group_left` keeps the left side's labels (tier): one-to-one
 # matching `on (model)` would keep only `model`.
@@ -287,6 +291,10 @@ def model_alerts() -> list[Alert]:
             '"model", "$1", "scaledObject", "(.+)") > 0'
         ), "10m", "warning", f"{MODEL}: KEDA cannot read its scaling metrics",
             "The replica count is frozen: the HPA does not scale down on missing metrics, and cannot scale up."),
+        Alert("LLMGatewayLimitsDegraded", f'max by (namespace, pod) ({REDIS_BREAKER}{{state!="closed"}}) > 0', "2m",
+              "warning", "Gateway {{ $labels.pod }} counts rate limits in its own memory: it cannot reach Redis",
+              "Each gateway replica that cannot reach Redis allows a key its limit divided by the ready replicas, "
+              "until Redis answers again."),
         Alert("KarpenterSpotInterruptionWave", (
             'sum(increase(karpenter_interruption_received_messages_total{message_type="spot_interrupted"}[30m])) '
             f">= {SPOT_INTERRUPTIONS_PER_30M}"

@@ -136,7 +136,7 @@ def scrape_configs(cfg: config.StackConfig, servers: dict[str, str], gateways: d
         {"job_name": "model-servers", "static_configs": model_targets,
          "relabel_configs": OPERATOR_RELABELINGS + relabel(endpoint["relabelings"])},
         {"job_name": "gateway", "relabel_configs": OPERATOR_RELABELINGS,
-         "metric_relabel_configs": relabel(gateway_endpoint["metricRelabelings"]),
+         "metric_relabel_configs": relabel(gateway_endpoint.get("metricRelabelings", [])),
          "static_configs": [pod_target(address, gateway_endpoint["path"], gateway.NAMESPACE, pod)
                             for pod, address in gateways.items()]},
         {"job_name": "kube-state-metrics", "honor_labels": True, "relabel_configs": OPERATOR_RELABELINGS,
