@@ -39,7 +39,7 @@ define install_venv
 	touch $@
 endef
 
-.PHONY: venv tools plan test test-upstream upstream-lock e2e lint scan accuracy pulumi-deps clean
+.PHONY: venv tools plan test test-upstream upstream-lock e2e bench-gateway lint scan accuracy pulumi-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(call install_venv,$(VENV),-r requirements-dev.txt)
@@ -106,6 +106,12 @@ e2e: $(STAMP) $(UPSTREAM_STAMP) $(TOOLS_STAMP) $(E2E_TOOLS_STAMP)
 	LLM_PLATFORM_TOOLS=$(TOOLS)/usr/bin LLM_PLATFORM_VLLM_PYTHON=$(UPSTREAM_VENV)/bin/python \
 		$(BIN)/python -m pytest -p tests.e2e.report -o python_files='check_*.py' tests/e2e; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make e2e: pytest collected no checks" >&2; exit 1; fi; exit $$status
+
+# One gateway replica's capacity (tests/gateway_capacity.py): the real proxy as rendered on one core, a stand-in
+# server answering in 50 ms; closed- and open-loop load, what the gateway adds at each rate. Report in
+# build/bench-gateway/report.md.
+bench-gateway: $(STAMP)
+	$(BIN)/python -m tests.gateway_capacity
 
 # ruff for the Python; actionlint (with shellcheck for run: scripts) for the GitHub workflows.
 lint: $(STAMP)

@@ -23,6 +23,7 @@ gateway's ConfigMap beside config.yaml; like gateway_auth.py it imports only Lit
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
@@ -109,11 +110,13 @@ class ModelUnavailable(CustomLogger):
         budget = float(os.environ[REQUEST_TIMEOUT]) if os.environ.get(REQUEST_TIMEOUT) else kwargs.get("timeout")
         if not isinstance(arrival, int | float) or not isinstance(budget, int | float):
             return None
-        left = arrival + budget - time.time()
-        if left <= 0:
+        # Whole seconds, rounded down: LiteLLM keeps one HTTP client per timeout value, so a fresh value on every
+        # request would open a new connection pool each time (measured: a third of a replica's throughput).
+        left = math.floor(arrival + budget - time.time())
+        if left < 1:
             raise litellm.Timeout(message=f"no time left of the gateway's {budget:g} s request timeout",
                                   model=str(kwargs.get("model")), llm_provider="openai")
-        kwargs["timeout"] = left
+        kwargs["timeout"] = float(left)
         return kwargs
 
     async def async_post_call_streaming_iterator_hook(self, user_api_key_dict, response, request_data):

@@ -14,10 +14,8 @@ import json
 import re
 import subprocess
 import time
-import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
 
 import openai
 import pytest
@@ -25,44 +23,14 @@ import yaml
 
 from components.edge import gateway
 from gateway_plugins import gateway_auth
+from tests.gateway_probes import HELLO, Reply, chat, model_forms, send
 from tests.gateway_stand_in import KEYS, MASTER, REQUEST_TIMEOUT
 from tests.prometheus import OPERATOR_RELABELINGS, Api, pod_target, relabel
 from tests.servers import free_port
 from tests.tools import stop, tool
 
-HELLO = [{"role": "user", "content": "hi"}]
 # Key digests as the hashes Secret holds them: never in an answer.
 DIGESTS = {gateway_auth.key_hash(value) for value in (*KEYS.values(), MASTER)}
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    text: str
-
-    @property
-    def json(self) -> dict:
-        try:
-            return json.loads(self.text)
-        except json.JSONDecodeError:
-            return {}
-
-    @property
-    def error(self) -> dict:
-        return self.json.get("error") or {}
-
-
-def send(url: str, method: str, path: str, key: str | None = None, body=None, headers: dict | None = None,
-         timeout: float = 30) -> Reply:
-    data = (body if isinstance(body, bytes) else json.dumps(body).encode()) if body is not None else None
-    request = urllib.request.Request(url + path, data=data, method=method, headers={
-        "content-type": "application/json", **({"authorization": f"Bearer {key}"} if key else {}), **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return Reply(answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read().decode())
-    except urllib.error.HTTPError as error:
-        return Reply(error.code, {k.lower(): v for k, v in error.headers.items()}, error.read().decode())
 
 
 @pytest.fixture(scope="module")
@@ -90,39 +58,7 @@ def probe(gw, method: str, path: str, key: str | None, body=None, headers: dict 
     return reply, gw.stand_ins.since(mark)
 
 
-def chat(model="fast", **extra) -> dict:
-    return {"model": model, "messages": HELLO, "max_tokens": 5, **extra}
-
-
-# 1. A key's model list, from every place LiteLLM reads a model ------------------------------------------------------
-
-QUALITY_FORMS = [
-    ("POST", "/v1/chat/completions?model=quality", chat(), 400),
-    ("POST", "/v1/chat/completions?model=fast&model=quality", chat(), 400),
-    ("POST", "/v1/chat/completions?model=big", chat(), 400),
-    ("POST", "/v1/completions?model=quality", {"model": "fast", "prompt": "hi"}, 400),
-    ("POST", "/v1/embeddings?model=quality", {"model": "fast", "input": "hi"}, 404),
-    ("POST", "/v1/embeddings", {"model": "quality", "input": "hi"}, 404),
-    ("POST", "/openai/deployments/quality/chat/completions", chat(), 404),
-    ("POST", "/openai/deployments/quality/completions", {"model": "fast", "prompt": "hi"}, 404),
-    ("POST", "/openai/deployments/quality/embeddings", {"input": "hi"}, 404),
-    ("POST", "/engines/quality/chat/completions", chat(), 404),
-    ("POST", "/engines/quality/completions", {"model": "fast", "prompt": "hi"}, 404),
-    ("POST", "/v1beta/models/quality:generateContent", {"contents": [{"parts": [{"text": "hi"}]}]}, 404),
-    ("POST", "/chat/completions", chat("quality"), 404),
-    ("POST", "/v1/responses", {"model": "quality", "input": "hi"}, 404),
-    ("POST", "/v1/messages", {"model": "quality", "max_tokens": 5, "messages": HELLO}, 404),
-    ("POST", "/v1/chat/completions", chat("quality"), 403),
-    ("POST", "/v1/chat/completions", chat("big"), 403),
-    ("POST", "/v1/chat/completions", chat("auto"), 403),
-    ("POST", "/v1/chat/completions", chat("fast,quality"), 404),
-    ("POST", "/v1/chat/completions", chat(["quality"]), 400),
-    ("POST", "/v1/chat/completions", chat(fallbacks=["quality"]), 400),
-    ("POST", "/v1/chat/completions", chat(model_id="quality/big"), 400),
-    ("POST", "/v1/chat/completions", chat(specific_deployment=True, model="quality/big"), 400),
-    ("POST", "/v1/chat/completions", chat(user_config={"model_list": []}), 400),
-    ("GET", "/v1/models/quality", None, 404),
-]
+QUALITY_FORMS = model_forms("quality", "big")
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status"), QUALITY_FORMS,

@@ -7,14 +7,19 @@ stop a server last. Each check's docstring is its line in the report (tests/e2e/
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import threading
 import time
+import urllib.request
+from collections import Counter
 
 import pytest
 
 from components.edge import gateway
 from components.observability import dashboards, signals
+from tests import gateway_probes
+from tests.e2e import conftest as e2e
 from tests.e2e import stack
 from tests.metric_names import metric_names
 from tests.openai_client import chat, finish_reason, load, metric
@@ -106,6 +111,55 @@ def test_a_tokens_per_minute_limit_holds_across_both_gateways(platform, record_p
         "gateway-a", "gateway-b")
     record_property("measured", f"limit {stack.TPM_LIMIT}/min, alternating A/B: 429 after {len(spent)} "
                     f"requests and {sum(spent)} tokens")
+
+
+# 10. A narrow key against every route form; one key's failures and another key's answers ---------------------------
+
+def requests_seen(server) -> int:
+    """Requests that reached a vLLM server, from its own access log (one line per request, any route or status),
+    except the probes' and Prometheus's (/health, /metrics)."""
+    return len(re.findall(r'"(?:GET|POST|PUT|DELETE|PATCH) /(?!health |metrics )',
+                          server.log.read_text(errors="replace")))
+
+
+def test_a_fast_only_key_reaches_the_quality_model_by_no_route_form(platform, record_property):
+    """10. A fast-only key reaches quality by no route form (query, path, body), through either gateway"""
+    quality, key = platform.vllm[stack.QUALITY], platform.keys["fast-only"]
+    before, statuses, wrong = requests_seen(quality), Counter(), []
+    for g in platform.gateways:
+        for method, path, body, status in gateway_probes.model_forms("quality", stack.QUALITY):
+            reply = gateway_probes.send(g.url, method, path, key, body)
+            statuses[reply.status] += 1
+            if reply.status != status:
+                wrong.append((g.name, method, path, reply.status, reply.text[:200]))
+    assert not wrong, platform.explain(f"unexpected answers: {wrong}", "gateway-a", "gateway-b")
+    seen = requests_seen(quality) - before
+    assert seen == 0, platform.explain(f"the quality server saw {seen} requests", f"vllm-{stack.QUALITY}")
+    record_property("measured", f"{sum(statuses.values())} requests over both gateways "
+                    f"({', '.join(f'{n}x {s}' for s, n in sorted(statuses.items()))}); quality server saw 0")
+
+
+def test_one_keys_failing_requests_leave_another_keys_answers_untouched(platform, record_property):
+    """11. One key's requests that vLLM refuses change nothing for another key (no cooldown)"""
+    fast, bad_key, good_key = platform.vllm[stack.FAST], platform.keys["fast-only"], platform.keys["team"]
+    # What vLLM itself refuses: more tokens than the context, a value of the wrong type, an impossible choice.
+    refused = [{"max_tokens": 100 * stack.MAX_MODEL_LEN}, {"temperature": "hot"}, {"top_p": 7}]
+    before, failures = requests_seen(fast), []
+    for g in platform.gateways:
+        for extra in refused * 2:
+            failures.append(gateway_probes.send(g.url, "POST", "/v1/chat/completions", bad_key,
+                                                gateway_probes.chat("fast", **extra)).status)
+    assert failures and all(400 <= s < 500 for s in failures), failures
+    reached = requests_seen(fast) - before
+    answers = [chat(g.url, good_key, "fast", max_tokens=4) for g in platform.gateways for _ in range(2)]
+    assert all(a.status == 200 for a in answers), platform.explain(
+        f"after {len(failures)} refused requests of another key: {[(a.status, a.error) for a in answers]}",
+        "gateway-a", "gateway-b")
+    cooled = [metric(g.url, "litellm_deployment_cooled_down_total") for g in platform.gateways]
+    assert cooled == [0, 0], cooled
+    record_property("measured", f"{len(failures)} refused ({', '.join(map(str, sorted(set(failures))))}; "
+                    f"{reached} reached vLLM, each once); then {len(answers)}/{len(answers)} of another key's "
+                    "answered 200; no deployment cooled down")
 
 
 # 2. Routing and cost ----------------------------------------------------------------------------------------------
@@ -401,3 +455,64 @@ def test_the_model_down_alert_fires_for_the_stopped_server(platform, record_prop
     assert not others, f"LLMModelDown also for {others} (a model at zero replicas is not down)"
     record_property("measured", f"firing {time.monotonic() - start:.0f} s after this check began; "
                     f"not for {stack.ASLEEP} (min 0)")
+
+
+# 12. Redis fails under the gateways (last: it restarts Redis) -------------------------------------------------------
+
+def breakers(platform) -> list[set[str]]:
+    """Each gateway's Redis circuit-breaker states with a breaker in them."""
+    found = []
+    for g in platform.gateways:
+        with urllib.request.urlopen(f"{g.url}/metrics/", timeout=10) as answer:
+            text = answer.read().decode()
+        found.append({m[0] for m in re.findall(r'litellm_redis_circuit_breaker_state\{state="(\w+)"\} ([1-9])',
+                                                   text)})
+    return found
+
+
+def test_limits_hold_while_redis_is_down_and_are_shared_again_seconds_after_it_returns(platform, record_property):
+    """12. Redis killed, paused and restarted under traffic: limits hold, stalls are bounded, recovery in seconds"""
+    key, limit, urls = platform.keys["shared"], stack.SHARED_RPM_LIMIT, [g.url for g in platform.gateways]
+
+    def burst(n: int) -> list[int]:
+        return [chat(urls[i % 2], key, "fast", max_tokens=2).status for i in range(n)]
+
+    def shared_again() -> bool:
+        """Traffic of another key touches Redis (a breaker closes on a call that succeeds)."""
+        for url in urls:
+            chat(url, platform.keys["team"], "fast", max_tokens=2)
+        return breakers(platform) == [{"closed"}, {"closed"}]
+
+    # Paused (a hung Redis): requests go on, each slowed at most by the client's socket timeout.
+    platform.redis.process.send_signal(signal.SIGSTOP)
+    try:
+        paused = [chat(urls[i % 2], platform.keys["team"], "fast", max_tokens=2) for i in range(6)]
+    finally:
+        platform.redis.process.send_signal(signal.SIGCONT)
+    slowest = max(a.seconds for a in paused)
+    assert all(a.status == 200 for a in paused) and slowest < 3, [(a.status, round(a.seconds, 2)) for a in paused]
+    assert wait_until(shared_again, 30, 0.2), breakers(platform)
+
+    # Killed: each gateway counts in its own memory, at half the limit (two ready replicas).
+    platform.redis.process.kill()
+    platform.redis.process.wait(timeout=10)
+    down = burst(3 * limit)
+    allowed = down.count(200)
+    assert 1 <= allowed <= limit + len(urls) and down[-1] == 429, platform.explain(
+        f"with Redis down, {allowed} of {len(down)} allowed against a limit of {limit}: {down}", "gateway-a")
+    fired = wait_until(lambda: [a for a in platform.prometheus.alerts("LLMGatewayLimitsDegraded")
+                                if a["state"] == "firing"], DEADLINE)
+    assert fired, platform.explain("LLMGatewayLimitsDegraded did not fire", "prometheus")
+
+    # Back, empty: limits are shared again within seconds, and the key gets its limit once more, never more.
+    platform.redis = e2e.restart_redis(platform.redis, platform.redis_password)
+    began = time.monotonic()
+    recovered = wait_until(shared_again, 30, 0.2)
+    recovery = time.monotonic() - began
+    assert recovered, platform.explain(f"breakers still {breakers(platform)}", "gateway-a", "gateway-b")
+    after = burst(limit + 4)
+    assert after.count(200) <= limit and after[-1] == 429, platform.explain(
+        f"after Redis returned: {after}", "gateway-a", "gateway-b")
+    record_property("measured", f"paused: 6/6 answered, slowest {slowest:.2f} s; down: {allowed}/{len(down)} "
+                    f"allowed (limit {limit}, two gateways), LLMGatewayLimitsDegraded firing; back: shared again "
+                    f"after {recovery:.1f} s, then {after.count(200)}/{len(after)} allowed")

@@ -47,6 +47,7 @@ class Platform:
     prometheus_server: Server
     alertmanager: Server
     slack: list[dict]
+    redis_password: str
 
     def servers(self) -> dict[str, Server]:
         return {s.name: s for s in (*self.vllm.values(), *self.gateways, self.redis, self.prometheus_server,
@@ -85,6 +86,15 @@ def start_redis(password: str) -> Server:
     argv = [str(TOOLS / "redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
             "--requirepass", password, "--save", "", "--appendonly", "no", "--daemonize", "no"]
     return start("redis", argv, folder, port, env)
+
+
+def restart_redis(server: Server, password: str) -> Server:
+    """A stopped Redis started again on its port, empty (as a replaced ElastiCache node comes back)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    env = {"LD_LIBRARY_PATH": str(TOOLS.parent / "lib" / "x86_64-linux-gnu")}
+    again = start("redis", list(server.process.args), server.folder, port, env)
+    redis_ready(again, password)
+    return again
 
 
 def redis_ready(server: Server, password: str, seconds: float = 30) -> None:
@@ -204,7 +214,11 @@ def platform():
         timings |= _wait_ready([(alertmanager, "/-/ready", STARTUP_SECONDS), (prometheus, "/-/ready", STARTUP_SECONDS)])
         report.STARTUP.update(timings)
         api = Api(prometheus.url, prometheus.log)
-        yield Platform(cfg, keys, vllm, gateways, redis, api, prometheus, alertmanager, SlackWebhook.received)
+        platform = Platform(cfg, keys, vllm, gateways, redis, api, prometheus, alertmanager, SlackWebhook.received,
+                            redis_password)
+        yield platform
+        if platform.redis is not redis:  # a check restarted it
+            started.append(platform.redis)
     except StartupFailed as error:
         pytest.fail(str(error))
     finally:

@@ -19,9 +19,11 @@ from tests.prometheus import OPERATOR_RELABELINGS, pod_target, relabel
 # loads the same tiny local checkpoint instead.
 FAST, QUALITY, ASLEEP = "small", "large", "asleep"
 SERVED = (FAST, QUALITY)
-# Limits small enough to cross in a few requests: `limited` by requests, `metered` by tokens.
+# Limits small enough to cross in a few requests: `limited` by requests, `metered` by tokens; `shared` for the
+# Redis fault check (two gateways: while Redis is down each allows half).
 RPM_LIMIT = 4
 TPM_LIMIT = 300
+SHARED_RPM_LIMIT = 6
 # The quality server runs two sequences at a time and alerts at 2 waiting per server (2 x waitingRequestsPerReplica),
 # so a burst of a few dozen requests must queue and fire LLMQueueDepthHigh.
 QUALITY_MAX_SEQS = 2
@@ -51,6 +53,7 @@ def stack_config() -> config.StackConfig:
             "fast-only": {"models": ["fast"], "requestsPerMinute": 100000, "tokensPerMinute": 10000000},
             "limited": {"models": ["fast"], "requestsPerMinute": RPM_LIMIT, "tokensPerMinute": 10000000},
             "metered": {"models": ["fast"], "requestsPerMinute": 100000, "tokensPerMinute": TPM_LIMIT},
+            "shared": {"models": ["fast"], "requestsPerMinute": SHARED_RPM_LIMIT, "tokensPerMinute": 10000000},
         }},
     })
 
