@@ -266,7 +266,8 @@ def test_a_hung_server_gives_504_at_the_request_timeout_and_is_tried_once(gw):
     reply, reached = probe(gw, "POST", "/v1/chat/completions", KEYS["ops"], chat("stuck"))
     took = time.monotonic() - began
     assert (reply.status, reply.error["code"]) == (504, "timeout"), reply.text
-    assert REQUEST_TIMEOUT <= took < REQUEST_TIMEOUT + 3, took
+    # Never past the request timeout; each attempt gets the whole seconds left of it.
+    assert REQUEST_TIMEOUT - 1 <= took <= REQUEST_TIMEOUT + 0.5, took
     assert [r.server for r in reached] == ["stuck"]
 
 
