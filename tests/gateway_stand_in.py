@@ -5,7 +5,8 @@ what the client got and what the backend saw. A server answers the OpenAI chat a
 otherwise) with fixed usage (10 prompt, 5 completion tokens), and behaves as told by markers in the prompt:
 `FAIL400`/`FAIL404`/`FAIL429`/`FAIL500` answer that status, `DIE` streams three chunks and drops the connection.
 Server kinds: `live`, `draining` (503 on every other request, as a server that got SIGTERM), `hung` (never answers
-within the test's bounds); a model without a server gets a free port nobody listens on.
+within the test's bounds), `slow-draining` (503 after SLOW_SECONDS, every time); a model without a server gets a
+free port nobody listens on.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from tests.servers import Server, free_port
 
 HUNG_SECONDS = 30
 """A hung server holds a request this long at most, then answers: no test waits on it that long."""
+SLOW_SECONDS = 6
+"""More than half the request timeout: a retry given the whole timeout again would end past it."""
 MARKERS = (400, 404, 429, 500)
 
 
@@ -100,6 +103,9 @@ class _StandIn(BaseHTTPRequestHandler):
             return self._json(404, {"error": {"message": f"{self.path} is not served here"}})
         if self.kind == "hung":
             self.log.stopping.wait(HUNG_SECONDS)
+        if self.kind == "slow-draining":
+            self.log.stopping.wait(SLOW_SECONDS)
+            return self._json(503, {"error": {"message": "server is shutting down"}})
         if self.kind == "draining":
             type(self).attempts += 1
             if type(self).attempts % 2 == 1:
@@ -146,7 +152,7 @@ class _StandIn(BaseHTTPRequestHandler):
 
 REQUEST_TIMEOUT = 10
 """The schema's lowest request timeout: a hung server costs a test this long."""
-SERVERS = {"small": "live", "big": "live", "draining": "draining", "stuck": "hung"}
+SERVERS = {"small": "live", "big": "live", "draining": "draining", "stuck": "hung", "slow": "slow-draining"}
 """Model key -> server kind; `mid` (balanced) and `asleep` have none."""
 
 
@@ -163,6 +169,7 @@ def stack_config(fallbacks_across_grants: bool = True) -> config.StackConfig:
             "asleep": {**model, "minReplicas": 0},
             "draining": model,
             "stuck": model,
+            "slow": model,
         },
         "gateway": {"ingress": {"enabled": False}, "requestTimeoutSeconds": REQUEST_TIMEOUT,
                     "fallbacksAcrossGrants": fallbacks_across_grants, "keys": {

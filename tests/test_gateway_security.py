@@ -271,6 +271,17 @@ def test_a_hung_server_gives_504_at_the_request_timeout_and_is_tried_once(gw):
     assert [r.server for r in reached] == ["stuck"]
 
 
+def test_a_retry_gets_only_what_is_left_of_the_requests_time(gw):
+    """A server that refuses (503, as when draining) after more than half the timeout is retried once; the retry
+    has only the rest of the request's time, so the client has its answer within the timeout, not after two."""
+    began = time.monotonic()
+    reply, reached = probe(gw, "POST", "/v1/chat/completions", KEYS["ops"], chat("slow"))
+    took = time.monotonic() - began
+    assert (reply.status, reply.error["code"]) == (504, "timeout"), reply.text
+    assert took <= REQUEST_TIMEOUT + 0.5, took
+    assert [r.server for r in reached] == ["slow", "slow"]
+
+
 # 11. A stream whose server dies ---------------------------------------------------------------------------------
 
 def test_a_stream_cut_off_ends_with_an_openai_error_event_and_no_done(gw):
