@@ -314,8 +314,8 @@ def peers_service_spec() -> dict:
 
 
 # One LiteLLM worker per replica (one process, one core at most): measured by `make bench-gateway` (one core, a
-# server answering in 50 ms), it adds ~20 ms at p50 up to ~20 requests/s, ~35 ms at 30, and queues past ~40; it
-# saturates its core at ~70-80 requests/s. Each request costs it ~22 ms of CPU.
+# server answering in 50 ms), it adds ~20 ms at p50 up to ~20 requests/s and 30-35 ms at 30, starts to queue between
+# 40 and 60, and saturates its core at 65-80 requests/s. Each request costs it ~22 ms of CPU.
 CPU_REQUEST = "500m"
 """Half the core a worker can use: what a replica is sure of on a busy system node; it bursts above it."""
 CPU_TARGET_PERCENT = 90
