@@ -10,8 +10,8 @@ gateway's ConfigMap beside config.yaml; like gateway_auth.py it imports only Lit
   reset connection counts: LiteLLM also reports its own validation failures as connection errors, and those stay
   400s.
 - Time: a request has the gateway's request timeout in all, retries and fallbacks included. Each attempt on a
-  server gets what is left of it (LiteLLM would give every attempt the whole timeout again), and a request out of
-  time gets 504 naming the bound, not LiteLLM's 408. A stream's bound is on each wait for its next bytes, so a
+  server gets the whole seconds left of it, less ANSWER_SECONDS (LiteLLM would give every attempt the whole timeout
+  again), and a request out of time gets 504 naming the bound, not LiteLLM's 408. A stream's bound is on each wait for its next bytes, so a
   generation that keeps streaming runs to its end.
 - A stream whose server dies after the first bytes cannot change its status any more (it is 200): it ends with one
   OpenAI-shaped error event, `data: {"error": {"message", "type": "server_error", "param", "code":
@@ -42,6 +42,10 @@ CONNECTION_FAILURES = ("ConnectError", "ConnectTimeout", "ConnectionRefusedError
 """Exception classes (httpx, aiohttp, the standard library) that mean the server could not be reached."""
 HIDDEN_HEADERS = {"x-litellm-model-api-base": ""}
 """Response headers overwritten with an empty value: LiteLLM sets them, and they name in-cluster addresses."""
+ANSWER_SECONDS = 1.0
+"""Kept back from every attempt for what follows its timeout: LiteLLM's router sleeps its retry back-off once more
+after a last failed retry, and the proxy turns the timeout into the answer (together 0.3-0.6 s measured with the
+rendered back-off), so the answer itself arrives within the request timeout."""
 CHAIN_DEPTH = 12
 REFUSED_BY_LITELLM = re.compile(r"^Rejected Request: (\w+) ")
 """LiteLLM's own refusal of a body parameter a client may not set (api_base, user_config, model_list, ...), raised
@@ -112,7 +116,7 @@ class ModelUnavailable(CustomLogger):
             return None
         # Whole seconds, rounded down: LiteLLM keeps one HTTP client per timeout value, so a fresh value on every
         # request would open a new connection pool each time (measured: a third of a replica's throughput).
-        left = math.floor(arrival + budget - time.time())
+        left = math.floor(arrival + budget - ANSWER_SECONDS - time.time())
         if left < 1:
             raise litellm.Timeout(message=f"no time left of the gateway's {budget:g} s request timeout",
                                   model=str(kwargs.get("model")), llm_provider="openai")

@@ -266,8 +266,8 @@ def test_a_hung_server_gives_504_at_the_request_timeout_and_is_tried_once(gw):
     reply, reached = probe(gw, "POST", "/v1/chat/completions", KEYS["ops"], chat("stuck"))
     took = time.monotonic() - began
     assert (reply.status, reply.error["code"]) == (504, "timeout"), reply.text
-    # Never past the request timeout; each attempt gets the whole seconds left of it.
-    assert REQUEST_TIMEOUT - 1 <= took <= REQUEST_TIMEOUT + 0.5, took
+    # Never past the request timeout; each attempt gets the whole seconds left of it, less one for the answer.
+    assert REQUEST_TIMEOUT - 2.5 <= took <= REQUEST_TIMEOUT, took
     assert [r.server for r in reached] == ["stuck"]
 
 
@@ -278,7 +278,7 @@ def test_a_retry_gets_only_what_is_left_of_the_requests_time(gw):
     reply, reached = probe(gw, "POST", "/v1/chat/completions", KEYS["ops"], chat("slow"))
     took = time.monotonic() - began
     assert (reply.status, reply.error["code"]) == (504, "timeout"), reply.text
-    assert took <= REQUEST_TIMEOUT + 0.5, took
+    assert took <= REQUEST_TIMEOUT, took
     assert [r.server for r in reached] == ["slow", "slow"]
 
 

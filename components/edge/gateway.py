@@ -74,6 +74,10 @@ limits among the replicas while Redis is unreachable."""
 # Redis stalls requests 15 s before the breaker opens, and a recovered one is used again only after a minute.
 # ElastiCache answers in well under a millisecond inside the VPC, so a quarter second is a generous bound, and a
 # probe every 2 s notices recovery within seconds (each probe of a still-hung Redis costs one request that bound).
+# LiteLLM's retry back-off (litellm/constants.py, 1.108.7): 0.5 s doubling, plus up to 0.75 s of jitter, slept
+# before a retry and once more after a last failed one. The one retry here goes through the Service to another
+# replica of a model whose server refused or dropped the request: there is nothing to wait for.
+RETRY_BACKOFF_ENV = {"INITIAL_RETRY_DELAY": "0.1", "JITTER": "0.1", "MAX_RETRY_DELAY": "1"}
 REDIS_TIMEOUT_SECONDS = 0.25
 REDIS_CLIENT_ENV = {"REDIS_CONNECTION_POOL_TIMEOUT": "1", "REDIS_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "3",
                     "REDIS_CIRCUIT_BREAKER_TIMEOUT_MIN_DURATION": "1", "REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "2"}
@@ -287,7 +291,8 @@ def pod_spec(config_checksum: str, gateway: Gateway) -> dict:
                     {"name": HASHES_FILE, "value": f"{KEYS_DIR}/hashes.json"},
                     {"name": PEERS, "value": f"{PEERS_SERVICE}.{NAMESPACE}.svc.cluster.local"},
                     {"name": REQUEST_TIMEOUT, "value": str(gateway.request_timeout_seconds)},
-                    *({"name": name, "value": value} for name, value in REDIS_CLIENT_ENV.items()),
+                    *({"name": name, "value": value} for name, value in {**REDIS_CLIENT_ENV,
+                                                                           **RETRY_BACKOFF_ENV}.items()),
                     *secret_env,
                 ],
                 "resources": {"requests": {"cpu": CPU_REQUEST, "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
