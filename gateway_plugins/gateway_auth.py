@@ -178,7 +178,8 @@ class KeyTable:
         model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(model, str) or not model:
             raise bad_request("'model' must be a model name (a string)", "model")
-        others = sorted({m for m in query_models if m != model})
+        # An empty `?model=` is ignored by LiteLLM too (it takes the first non-empty of query and body).
+        others = sorted({m for m in query_models if m and m != model})
         if others:
             raise bad_request(f"the request names two models: '{model}' in the body and '{others[0]}' in the "
                               "query string; name it once, in the body", "model")

@@ -36,7 +36,7 @@ from litellm.proxy._types import ProxyException
 RETRY_AFTER_SECONDS = os.environ.get("LLM_PLATFORM_RETRY_AFTER_SECONDS", "30")
 """How long a client should wait before retrying; a server takes minutes to start (`llmctl plan` lists each)."""
 REQUEST_TIMEOUT = "LLM_PLATFORM_REQUEST_TIMEOUT_SECONDS"
-"""Environment variable: a request's whole time at the gateway; unset, each deployment's own timeout."""
+"""Environment variable: a request's whole time at the gateway; unset, attempts keep LiteLLM's own timeouts."""
 CONNECTION_FAILURES = ("ConnectError", "ConnectTimeout", "ConnectionRefusedError", "ConnectionResetError",
                        "RemoteProtocolError", "ClientConnectorError", "ServerDisconnectedError")
 """Exception classes (httpx, aiohttp, the standard library) that mean the server could not be reached."""
@@ -111,9 +111,9 @@ class ModelUnavailable(CustomLogger):
     async def async_pre_call_deployment_hook(self, kwargs, call_type):
         """Before each attempt on a server: give it only what is left of the request's time."""
         arrival = (kwargs.get("proxy_server_request") or {}).get("arrival_time")
-        budget = float(os.environ[REQUEST_TIMEOUT]) if os.environ.get(REQUEST_TIMEOUT) else kwargs.get("timeout")
-        if not isinstance(arrival, int | float) or not isinstance(budget, int | float):
+        if not isinstance(arrival, int | float) or not os.environ.get(REQUEST_TIMEOUT):
             return None
+        budget = float(os.environ[REQUEST_TIMEOUT])
         # Whole seconds, rounded down: LiteLLM keeps one HTTP client per timeout value, so a fresh value on every
         # request would open a new connection pool each time (measured: a third of a replica's throughput).
         left = math.floor(arrival + budget - ANSWER_SECONDS - time.time())

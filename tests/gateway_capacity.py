@@ -15,56 +15,26 @@ compare runs with each other, and size with the README's figures, which were mea
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import socket
 import statistics
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import aiohttp
 
 import config
 from tests.conftest import ROOT
+from tests.gateway_stand_in import PACED_SECONDS, StandIns
 from tests.litellm_proxy import start_proxy
-from tests.servers import free_port
 
 WORK = ROOT / "build" / "bench-gateway"
-SERVER_SECONDS = 0.05
+SERVER_SECONDS = PACED_SECONDS
 CLIENTS = (1, 8, 32)
 REQUESTS_PER_CLIENT = {1: 100, 8: 40, 32: 15}
 RATES = (10, 20, 30, 40, 50, 60, 70)
 SECONDS_PER_RATE = 6
 KEY = "sk-bench-0123456789abcdef"
-
-
-class Slow(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def setup(self):
-        super().setup()
-        # Headers and body leave in two writes: without this, Nagle's algorithm holds the body until the client's
-        # delayed ACK (40 ms), which would be measured as latency.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-        time.sleep(SERVER_SECONDS)
-        data = json.dumps({"id": "b", "object": "chat.completion", "created": 1, "model": body.get("model"),
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": "ok"}}],
-                           "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 def stack() -> config.StackConfig:
@@ -139,10 +109,8 @@ def main() -> int:
     cores = sorted(os.sched_getaffinity(0))
     proxy_core, other = {cores[0]}, set(cores[1:] or cores)
     os.sched_setaffinity(0, other)  # this process (load and stand-in) off the proxy's core
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Slow)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    backend = f"http://127.0.0.1:{server.server_port}"
+    stand_ins = StandIns()
+    backend = stand_ins.serve("small", "paced")
     proxy = start_proxy("gateway", WORK / "gateway", stack(), {"small": backend}, "sk-bench-master-0123456789",
                         {"bench": KEY})
     os.sched_setaffinity(proxy.process.pid, proxy_core)
@@ -155,7 +123,7 @@ def main() -> int:
         opened = [(f"{rate} req/s offered", asyncio.run(open_loop(proxy.url, KEY, rate, pid))) for rate in RATES]
     finally:
         proxy.stop()
-        server.shutdown()
+        stand_ins.shutdown()
     report = ("## Gateway capacity: one replica, one worker, one core\n\n"
               f"Stand-in server answers in {SERVER_SECONDS * 1000:.0f} ms; latency shown is what the gateway adds.\n\n"
               + table("Stand-in alone (the load generator's own overhead)", direct)

@@ -5,8 +5,8 @@ what the client got and what the backend saw. A server answers the OpenAI chat a
 otherwise) with fixed usage (10 prompt, 5 completion tokens), and behaves as told by markers in the prompt:
 `FAIL400`/`FAIL404`/`FAIL429`/`FAIL500` answer that status, `DIE` streams three chunks and drops the connection.
 Server kinds: `live`, `draining` (503 on every other request, as a server that got SIGTERM), `hung` (never answers
-within the test's bounds), `slow-draining` (503 after SLOW_SECONDS, every time); a model without a server gets a
-free port nobody listens on.
+within the test's bounds), `slow-draining` (503 after SLOW_SECONDS, every time), `paced` (answers after
+PACED_SECONDS, for the capacity bench); a model without a server gets a free port nobody listens on.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ HUNG_SECONDS = 30
 """A hung server holds a request this long at most, then answers: no test waits on it that long."""
 SLOW_SECONDS = 6
 """More than half the request timeout: a retry given the whole timeout again would end past it."""
+PACED_SECONDS = 0.05
+"""A server's own time for a short answer, which `make bench-gateway` subtracts from what it measures."""
 MARKERS = (400, 404, 429, 500)
 
 
@@ -103,6 +105,8 @@ class _StandIn(BaseHTTPRequestHandler):
             return self._json(404, {"error": {"message": f"{self.path} is not served here"}})
         if self.kind == "hung":
             self.log.stopping.wait(HUNG_SECONDS)
+        if self.kind == "paced":
+            time.sleep(PACED_SECONDS)
         if self.kind == "slow-draining":
             self.log.stopping.wait(SLOW_SECONDS)
             return self._json(503, {"error": {"message": "server is shutting down"}})

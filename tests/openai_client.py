@@ -77,11 +77,15 @@ def finish_reason(answer: Answer) -> str | None:
     return answer.body["choices"][0]["finish_reason"] if answer.body.get("choices") else None
 
 
+def exposition(url: str) -> str:
+    """One server's /metrics text (the gateway's redirect to /metrics/ is followed)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
+        return answer.read().decode()
+
+
 def metric(url: str, name: str) -> float:
     """The sum of a metric's samples on one server's /metrics."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in exposition(url).splitlines()
                if line.startswith(name + "{") or line.startswith(name + " "))
 
 

@@ -105,8 +105,9 @@ def test_the_model_is_read_from_every_place_litellm_reads_it(table, body, query,
     assert error.param == "model"
 
 
-def test_the_same_model_in_the_query_and_the_body_is_one_model(table):
-    assert table.authorize(KEYS["app"], "POST", CHAT, body=chat(), query_models=["fast"]).key_alias == "app"
+@pytest.mark.parametrize("query", [["fast"], [""], ["fast", ""]])
+def test_the_same_model_in_the_query_and_the_body_is_one_model(table, query):
+    assert table.authorize(KEYS["app"], "POST", CHAT, body=chat(), query_models=query).key_alias == "app"
 
 
 @pytest.mark.parametrize(("model", "status"), [("fast", None), ("small", None), ("quality", "404"), ("x", "404")])
@@ -271,3 +272,6 @@ def test_each_attempt_gets_only_what_is_left_of_the_requests_time(monkeypatch):
         asyncio.run(hook.async_pre_call_deployment_hook(
             {"timeout": 300.0, "proxy_server_request": {"arrival_time": now - 300}}, None))
     assert asyncio.run(hook.async_pre_call_deployment_hook({"timeout": 300.0}, None)) is None
+    monkeypatch.delenv(gateway_hooks.REQUEST_TIMEOUT)
+    assert asyncio.run(hook.async_pre_call_deployment_hook(
+        {"timeout": 300.0, "proxy_server_request": {"arrival_time": now - 300}}, None)) is None

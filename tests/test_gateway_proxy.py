@@ -7,14 +7,13 @@ against a real vLLM is separate. Limits are counted in the proxy's memory here (
 from __future__ import annotations
 
 import re
-import urllib.request
 
 import pytest
 
 from components.edge import gateway
 from components.observability.signals import GATEWAY_REQUESTS
 from tests import gateway_stand_in
-from tests.openai_client import chat
+from tests.openai_client import chat, exposition
 
 KEYS, MASTER = gateway_stand_in.KEYS, gateway_stand_in.MASTER
 
@@ -70,7 +69,7 @@ def test_a_model_with_no_server_answers_503_with_retry_after_and_is_counted(prox
     url, _ = proxy
     status, headers, body = call(url, KEYS["team"], "asleep")
     assert status == 503 and headers["retry-after"] == "30", body
-    metrics = urllib.request.urlopen(f"{url}/metrics/", timeout=10).read().decode()
+    metrics = exposition(url)
     counted = [line for line in metrics.splitlines()
                if line.startswith(GATEWAY_REQUESTS + "{") and 'requested_model="asleep"' in line]
     assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 1, metrics[:2000]
@@ -87,7 +86,7 @@ def test_a_key_over_its_limit_gets_429_with_retry_after(proxy):
 def test_the_dashboards_labels_exist_in_the_real_metrics(proxy):
     url, _ = proxy
     call(url, KEYS["team"], "fast")
-    metrics = urllib.request.urlopen(f"{url}/metrics/", timeout=10).read().decode()
+    metrics = exposition(url)
     requests = [line for line in metrics.splitlines() if line.startswith(GATEWAY_REQUESTS + "{")]
     assert requests and all('status_code="' in line and 'requested_model="' in line for line in requests)
     spend = [line for line in metrics.splitlines() if line.startswith("litellm_spend_metric_total{")]

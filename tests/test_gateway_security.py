@@ -14,7 +14,6 @@ import json
 import re
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import openai
@@ -22,9 +21,11 @@ import pytest
 import yaml
 
 from components.edge import gateway
+from components.observability.signals import GATEWAY_REQUESTS
 from gateway_plugins import gateway_auth
 from tests.gateway_probes import HELLO, Reply, chat, model_forms, send
 from tests.gateway_stand_in import KEYS, MASTER, REQUEST_TIMEOUT
+from tests.openai_client import exposition, metric
 from tests.prometheus import OPERATOR_RELABELINGS, Api, pod_target, relabel
 from tests.servers import free_port
 from tests.tools import stop, tool
@@ -125,13 +126,6 @@ def test_the_master_key_is_refused_on_a_request_that_came_through_the_load_balan
 
 # 4. Health routes -------------------------------------------------------------------------------------------------
 
-def requests_counted(url: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics/", timeout=10) as answer:
-        text = answer.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("litellm_proxy_total_requests_metric_total{"))
-
-
 @pytest.mark.parametrize(("method", "path", "body"), [
     ("GET", "/health", None), ("GET", "/health/services?service=prometheus", None), ("GET", "/health/latest", None),
     ("GET", "/health/history", None),
@@ -139,10 +133,10 @@ def requests_counted(url: str) -> float:
     ("POST", "/health/test_connection", {"litellm_params": {"model": "openai/x", "api_base": "http://127.0.0.1:9"}}),
 ])
 def test_a_client_key_runs_no_health_check(gw, method, path, body):
-    before = requests_counted(gw.url)
+    before = metric(gw.url, GATEWAY_REQUESTS)
     reply, reached = probe(gw, method, path, KEYS["ops"], body)
     assert reply.status == 404 and not reached
-    assert requests_counted(gw.url) - before <= 1  # the refusal itself, never a made-up request
+    assert metric(gw.url, GATEWAY_REQUESTS) - before <= 1  # the refusal itself, never a made-up request
 
 
 @pytest.mark.parametrize("path", gateway.HEALTH_PATHS)
@@ -181,8 +175,7 @@ def test_requests_to_made_up_paths_add_no_label_values(gw):
     for token in invented:
         send(gw.url, "POST", f"/openai/deployments/{token}/chat/completions", None, chat(token))
         send(gw.url, "POST", f"/engines/{token}/completions", KEYS["narrow"], {"model": token, "prompt": "x"})
-    with urllib.request.urlopen(f"{gw.url}/metrics/", timeout=10) as answer:
-        text = answer.read().decode()
+    text = exposition(gw.url)
     assert not any(token in text for token in invented)
     for label in gateway.EXCLUDED_METRIC_LABELS:
         assert not re.search(rf'[{{,]{label}="', text), label
@@ -210,8 +203,7 @@ def test_prometheus_holds_exactly_what_the_proxy_counted(gw, tmp_path):
         api = Api(f"http://127.0.0.1:{port}", log)
         name = "litellm_proxy_total_requests_metric_total"
         api.wait_for(name, proc, 60)
-        with urllib.request.urlopen(f"{gw.url}/metrics/", timeout=10) as answer:
-            exposed = [line for line in answer.read().decode().splitlines() if line.startswith(name + "{")]
+        exposed = [line for line in exposition(gw.url).splitlines() if line.startswith(name + "{")]
         [total] = api.query(f"sum({name})")
         assert float(total["value"][1]) == pytest.approx(sum(float(line.rsplit(" ", 1)[1]) for line in exposed))
         assert len(api.query(name)) == len(exposed)

@@ -69,15 +69,15 @@ call (gateway_plugins/gateway_auth.py CLIENT_ROUTES; a test holds the two equal)
 PEERS_SERVICE = f"{NAME}-peers"
 """A headless Service: its DNS name has one address per ready replica, which gateway_auth reads to share a key's
 limits among the replicas while Redis is unreachable."""
+# LiteLLM's retry back-off (litellm/constants.py, 1.108.7): 0.5 s doubling, plus up to 0.75 s of jitter, slept
+# before a retry and once more after a last failed one. The one retry here goes through the Service to another
+# replica of a model whose server refused or dropped the request: there is nothing to wait for.
+RETRY_BACKOFF_ENV = {"INITIAL_RETRY_DELAY": "0.1", "JITTER": "0.1", "MAX_RETRY_DELAY": "1"}
 # LiteLLM's Redis client and circuit breaker (RedisCache and litellm/constants.py, 1.108.7). Defaults: a 5 s socket
 # timeout per command, and a breaker that opens after 5 timeouts spanning 5 s and probes again after 60 s: a hung
 # Redis stalls requests 15 s before the breaker opens, and a recovered one is used again only after a minute.
 # ElastiCache answers in well under a millisecond inside the VPC, so a quarter second is a generous bound, and a
 # probe every 2 s notices recovery within seconds (each probe of a still-hung Redis costs one request that bound).
-# LiteLLM's retry back-off (litellm/constants.py, 1.108.7): 0.5 s doubling, plus up to 0.75 s of jitter, slept
-# before a retry and once more after a last failed one. The one retry here goes through the Service to another
-# replica of a model whose server refused or dropped the request: there is nothing to wait for.
-RETRY_BACKOFF_ENV = {"INITIAL_RETRY_DELAY": "0.1", "JITTER": "0.1", "MAX_RETRY_DELAY": "1"}
 REDIS_TIMEOUT_SECONDS = 0.25
 REDIS_CLIENT_ENV = {"REDIS_CONNECTION_POOL_TIMEOUT": "1", "REDIS_CIRCUIT_BREAKER_FAILURE_THRESHOLD": "3",
                     "REDIS_CIRCUIT_BREAKER_TIMEOUT_MIN_DURATION": "1", "REDIS_CIRCUIT_BREAKER_RECOVERY_TIMEOUT": "2"}

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -22,7 +21,7 @@ from tests import gateway_probes
 from tests.e2e import conftest as e2e
 from tests.e2e import stack
 from tests.metric_names import metric_names
-from tests.openai_client import chat, finish_reason, load, metric
+from tests.openai_client import chat, exposition, finish_reason, load, metric
 
 pytestmark = pytest.mark.usefixtures("platform")
 
@@ -463,8 +462,7 @@ def breakers(platform) -> list[set[str]]:
     """Each gateway's Redis circuit-breaker states with a breaker in them."""
     found = []
     for g in platform.gateways:
-        with urllib.request.urlopen(f"{g.url}/metrics/", timeout=10) as answer:
-            text = answer.read().decode()
+        text = exposition(g.url)
         found.append({m[0] for m in re.findall(r'litellm_redis_circuit_breaker_state\{state="(\w+)"\} ([1-9])',
                                                    text)})
     return found

@@ -78,21 +78,22 @@ def start_vllm(cfg, key: str, cpu: int | None) -> Server:
                  env, cpus={cpu} if cpu is not None else None)
 
 
+# Debian's redis-server, unpacked by `make e2e-tools`: its jemalloc and lzf come from the same folder.
+REDIS_ENV = {"LD_LIBRARY_PATH": str(TOOLS.parent / "lib" / "x86_64-linux-gnu")}
+
+
 def start_redis(password: str) -> Server:
     port, folder = free_port(), WORK / "redis"
     fresh_folder(folder)
-    # Debian's redis-server, unpacked by `make e2e-tools`: its jemalloc and lzf come from the same folder.
-    env = {"LD_LIBRARY_PATH": str(TOOLS.parent / "lib" / "x86_64-linux-gnu")}
     argv = [str(TOOLS / "redis-server"), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
             "--requirepass", password, "--save", "", "--appendonly", "no", "--daemonize", "no"]
-    return start("redis", argv, folder, port, env)
+    return start("redis", argv, folder, port, REDIS_ENV)
 
 
 def restart_redis(server: Server, password: str) -> Server:
     """A stopped Redis started again on its port, empty (as a replaced ElastiCache node comes back)."""
     port = int(server.url.rsplit(":", 1)[1])
-    env = {"LD_LIBRARY_PATH": str(TOOLS.parent / "lib" / "x86_64-linux-gnu")}
-    again = start("redis", list(server.process.args), server.folder, port, env)
+    again = start("redis", list(server.process.args), server.folder, port, REDIS_ENV)
     redis_ready(again, password)
     return again
 
