@@ -88,6 +88,11 @@ class GatewayError(ProxyException):
         return {"message": self.message, "type": self.type, "param": self.param, "code": self.error_code}
 
 
+def shown(name: str, limit: int = 100) -> str:
+    """A client's string as an error message repeats it: never more than `limit` characters of it."""
+    return name if len(name) <= limit else name[:limit] + "..."
+
+
 def bad_request(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, "invalid_request_error", param=param)
 
@@ -145,7 +150,7 @@ class KeyTable:
         elif route == "/v1/models/{model_id}":
             model = str((path_params or {}).get("model_id", ""))
             if model not in self.served or ("*" not in allowed and model not in allowed):
-                raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.",
+                raise GatewayError(404, f"The model '{shown(model)}' does not exist or you do not have access to it.",
                                    "invalid_request_error", "model_not_found", "model")
         listing = route.startswith("/v1/models")
         grant = [] if "*" in allowed or (self.fallbacks_across_grants and not listing) else list(allowed)
@@ -181,16 +186,16 @@ class KeyTable:
         # An empty `?model=` is ignored by LiteLLM too (it takes the first non-empty of query and body).
         others = sorted({m for m in query_models if m and m != model})
         if others:
-            raise bad_request(f"the request names two models: '{model}' in the body and '{others[0]}' in the "
-                              "query string; name it once, in the body", "model")
+            raise bad_request(f"the request names two models: '{shown(model)}' in the body and '{shown(others[0])}' "
+                              "in the query string; name it once, in the body", "model")
         return model
 
     def _check_model(self, name: str, model: str, allowed: list[str]) -> None:
         if model not in self.served:
-            raise GatewayError(404, f"The model '{model}' does not exist or you do not have access to it.",
+            raise GatewayError(404, f"The model '{shown(model)}' does not exist or you do not have access to it.",
                                "invalid_request_error", "model_not_found", "model")
         if "*" not in allowed and model not in allowed:
-            raise GatewayError(403, f"key '{name}' may not call model '{model}'; allowed: {', '.join(allowed)}",
+            raise GatewayError(403, f"key '{name}' may not call model '{shown(model)}'; allowed: {', '.join(allowed)}",
                                "permission_error", "model_not_allowed", "model")
 
     @staticmethod

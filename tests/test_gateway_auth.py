@@ -105,6 +105,11 @@ def test_the_model_is_read_from_every_place_litellm_reads_it(table, body, query,
     assert error.param == "model"
 
 
+def test_a_long_made_up_model_name_is_not_echoed_whole(table):
+    error = refused(table, KEYS["app"], body=chat("x" * 10000))
+    assert error.error_code == "model_not_found" and len(error.message) < 200
+
+
 @pytest.mark.parametrize("query", [["fast"], [""], ["fast", ""]])
 def test_the_same_model_in_the_query_and_the_body_is_one_model(table, query):
     assert table.authorize(KEYS["app"], "POST", CHAT, body=chat(), query_models=query).key_alias == "app"

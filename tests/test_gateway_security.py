@@ -229,6 +229,17 @@ def test_an_error_says_what_is_wrong(gw, key, body, status, param):
     assert not reached
 
 
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"a string"', b"7"])
+def test_a_body_that_is_not_a_json_object_reaches_no_server(gw, body):
+    """LiteLLM reads the body before the gateway's check and fails on anything but an object: it answers 500
+    {"error": {"message": "Internal server error", ...}} (its own fault; its body lacks `param` and `code`, so this
+    probe does not ask for the full shape), shows no traceback, and nothing reaches a model server."""
+    mark = len(gw.stand_ins.received)
+    reply = send(gw.url, "POST", "/v1/chat/completions", KEYS["narrow"], body)
+    assert reply.status >= 400 and reply.error.get("message"), reply.text
+    assert "Traceback" not in reply.text and not gw.stand_ins.since(mark)
+
+
 @pytest.mark.parametrize("header", ["x-litellm-timeout", "x-litellm-num-retries", "x-litellm-tags"])
 def test_litellm_control_headers_are_refused(gw, header):
     reply, reached = probe(gw, "POST", "/v1/chat/completions", KEYS["narrow"], chat(), headers={header: "99"})
