@@ -88,7 +88,8 @@ upstream-lock:
 	} > requirements-upstream.lock
 	rm -rf $(LOCK_VENV)
 
-# Render dev and prod, then parse every vLLM argument list with the real vLLM parser, check every vLLM metric
+# Render dev and prod, then parse every vLLM argument list with the real vLLM parser (and every replica router's with
+# the router's own, from vllm-router in .venv), check every vLLM metric
 # the rules, scalers and dashboards read against the metrics the installed vLLM declares, and check that vLLM's
 # huggingface_hub reads the token from the file the servers mount.
 test-upstream: $(STAMP) $(UPSTREAM_STAMP)
@@ -97,6 +98,7 @@ test-upstream: $(STAMP) $(UPSTREAM_STAMP)
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_args build/upstream/dev build/upstream/prod
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_metrics build/upstream/dev build/upstream/prod
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.hf_token_file build/upstream/dev build/upstream/prod
+	$(BIN)/python -m tests.upstream.router_args build/upstream/dev build/upstream/prod
 
 # The platform's real programs on 127.0.0.1 (tests/e2e/): two vLLM servers on a tiny generated model, two LiteLLM
 # gateways sharing a Redis, Prometheus with the rendered rules, Alertmanager with the rendered routing. Ends with

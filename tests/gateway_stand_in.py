@@ -90,6 +90,8 @@ class _StandIn(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):  # noqa: N802
+        if self.path == "/health":  # a replica router's health check: not a request, not recorded
+            return self._json(200, {})
         self.log.received.append(Received(self.name, "GET", self.path, {}))
         self._json(404, {"error": {"message": "not found"}})
 

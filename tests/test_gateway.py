@@ -39,7 +39,9 @@ def test_every_model_is_reachable_by_key_tier_and_router(prod: Rendered):
         names.setdefault(entry["model_name"], []).append(entry["litellm_params"])
     for key, m in prod.config.models.items():
         [params] = names[key]
-        assert params["api_base"] == f"http://{key}.llm-inference.svc.cluster.local:{8080 if m.engine == 'tgi' else 8000}/v1"
+        # A vLLM model with room for a second replica is called through its replica router; others by their Service.
+        service = f"{key}-router" if m.engine == "vllm" and m.max_replicas > 1 else key
+        assert params["api_base"] == f"http://{service}.llm-inference.svc.cluster.local:{8080 if m.engine == 'tgi' else 8000}/v1"
         assert params["model"] == f"openai/{key}" and params["timeout"] == 300
         if m.tier:
             assert params in names[m.tier]

@@ -53,6 +53,15 @@ def ready(model: str) -> str:
     return "kube_deployment_status_replicas_available" + labels(namespace=NS, deployment=model)
 
 
+def router_workers(model: str, pod: str) -> str:
+    """A replica router pod's count of the servers it can send to, as its PodMonitor labels it."""
+    return "vllm_router_active_workers" + labels(namespace=NS, pod=pod, model=model)
+
+
+ROUTED = ("llama-8b", "llama-70b", "llama-405b-fp8")
+"""The prod models behind a replica router: vLLM with maxReplicas > 1 (the TGI model keeps its Service)."""
+
+
 def counter(per_minute: float, minutes: int = 60) -> str:
     return f"0+{per_minute:g}x{minutes}"
 
@@ -68,6 +77,7 @@ WORLD = {
        for pod, (model, tier, _) in PODS.items()},
     ready("llama-8b"): constant(2), ready("llama-70b"): constant(2), ready("llama-405b-fp8"): constant(1),
     ready("llama-70b-tgi"): constant(1),
+    **{router_workers(model, f"{model}-router-{i}"): constant(2) for model in ROUTED for i in "ab"},
 }
 
 
@@ -102,6 +112,14 @@ CASES = [
     Case("model-down-fires", "LLMModelDown", {ready("llama-8b"): constant(0)}, "10m",
          [({**CRIT, **FAST}, "llama-8b has no ready server (minimum 2)")]),
     Case("model-down-one-ready-silent", "LLMModelDown", {ready("llama-8b"): constant(1)}, "10m"),
+    # Every router pod of a routed model sees no server: every request fails. One router pod that sees none is
+    # unready and gets no traffic: silent.
+    Case("router-no-workers-fires", "LLMReplicaRouterNoWorkers", {
+        router_workers("llama-8b", "llama-8b-router-a"): constant(0),
+        router_workers("llama-8b", "llama-8b-router-b"): constant(0)}, "10m",
+         [({**CRIT, **FAST}, "llama-8b: its replica router sees no server")]),
+    Case("router-one-pod-without-workers-silent", "LLMReplicaRouterNoWorkers", {
+        router_workers("llama-8b", "llama-8b-router-a"): constant(0)}, "10m"),
     Case("crash-loop-fires", "LLMModelServerCrashLooping", {
         "kube_pod_container_status_waiting_reason" + labels(namespace=NS, pod="llama-8b-a", container="vllm",
                                                             reason="CrashLoopBackOff"): constant(1)},

@@ -83,7 +83,8 @@ def test_every_platform_flag_is_one_the_platform_renders_or_owns():
     alias/negation of one that does (a typo here would let a duplicate through)."""
     rendered = set()
     for fields in ({}, {"source": "registry", "quantization": "fp8", "kv_cache_dtype": "fp8", "dtype": "float16",
-                        "max_model_len": 4096, "max_num_seqs": 8, "enable_prefix_caching": False}):
+                        "max_model_len": 4096, "max_num_seqs": 8, "enable_prefix_caching": False},
+                   {"max_replicas": 2}):
         rendered |= {a for a in vllm_args("m", deployment(**fields), BUCKET, 8000) if a.startswith("-")}
     rendered |= {"--model", "--revision", "--enable-prefix-caching", "--download-dir", "-tp", "-q"}
     assert set(VLLM_PLATFORM_FLAGS) <= rendered
@@ -172,7 +173,7 @@ def test_shared_memory_grows_with_tensor_parallel_workers():
 
 def _deployments(stack: Rendered, engine: str | None = None) -> list[dict]:
     return [d for d in stack.kind("Deployment") if d["metadata"]["namespace"] == model_server.NAMESPACE
-            and (engine is None or d["metadata"]["labels"]["app.kubernetes.io/name"] == engine)]
+            and d["metadata"]["labels"]["app.kubernetes.io/component"] == "model-server" and (engine is None or d["metadata"]["labels"]["app.kubernetes.io/name"] == engine)]
 
 
 def _config(stack: Rendered) -> config.StackConfig:

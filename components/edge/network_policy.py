@@ -1,5 +1,7 @@
 """The gateway is the only way into the model servers: default-deny ingress in the serving namespace, then allow
-the gateway (to the servers' API port) and Prometheus (the same port serves /metrics). Enforced by the VPC CNI's
+the gateway (to the API port of the servers of unrouted models, and of the replica routers), each model's router (to
+its own model's servers only) and Prometheus (the servers' API port also serves /metrics; a router's metrics have a
+port of their own). Enforced by the VPC CNI's
 network policy agent (components/compute/cluster.py turns it on). Without these, any pod in the cluster could call a
 model server directly and skip the gateway's keys, limits and accounting.
 
@@ -17,6 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.edge import gateway
+from components.serving import model_server, replica_router
 from components.shared.labels import PLATFORM_LABELS
 
 SERVER_PORT = "http"
@@ -36,18 +39,35 @@ def _from(peer: Peer) -> dict:
             "podSelector": {"matchLabels": peer.pod_labels}}
 
 
-def serving_policies(prometheus: Peer) -> dict[str, dict]:
-    """NetworkPolicy specs for the serving namespace, by name; `prometheus` is the scraper."""
+def serving_policies(prometheus: Peer, routed: list[str]) -> dict[str, dict]:
+    """NetworkPolicy specs for the serving namespace, by name; `prometheus` is the scraper, `routed` the models whose
+    replicas sit behind a replica router (their servers admit only that router, never the gateway)."""
     servers = {"matchLabels": {"app.kubernetes.io/component": "model-server"}}
-    return {
+    unrouted_servers = {**servers, "matchExpressions": [
+        {"key": "app.kubernetes.io/instance", "operator": "NotIn", "values": routed}]} if routed else servers
+    routers = {"matchLabels": {"app.kubernetes.io/component": replica_router.COMPONENT}}
+    from_gateway = [_from(Peer(gateway.NAMESPACE, gateway.selector()))]
+    policies = {
         "default-deny-ingress": {"podSelector": {}, "policyTypes": ["Ingress"]},
-        "allow-gateway": {"podSelector": servers, "policyTypes": ["Ingress"], "ingress": [{
-            "from": [_from(Peer(gateway.NAMESPACE, gateway.selector()))],
-            "ports": [{"protocol": "TCP", "port": SERVER_PORT}]}]},
+        "allow-gateway": {"podSelector": unrouted_servers, "policyTypes": ["Ingress"], "ingress": [{
+            "from": from_gateway, "ports": [{"protocol": "TCP", "port": SERVER_PORT}]}]},
         "allow-prometheus": {"podSelector": servers, "policyTypes": ["Ingress"], "ingress": [{
             "from": [_from(prometheus)],
             "ports": [{"protocol": "TCP", "port": SERVER_PORT}]}]},
     }
+    if routed:
+        policies |= {
+            "allow-gateway-to-routers": {"podSelector": routers, "policyTypes": ["Ingress"], "ingress": [{
+                "from": from_gateway, "ports": [{"protocol": "TCP", "port": "http"}]}]},
+            "allow-prometheus-to-routers": {"podSelector": routers, "policyTypes": ["Ingress"], "ingress": [{
+                "from": [_from(prometheus)], "ports": [{"protocol": "TCP", "port": "metrics"}]}]},
+        }
+    for key in routed:
+        policies[f"allow-router-{key}"] = {
+            "podSelector": {"matchLabels": model_server.selector(key)}, "policyTypes": ["Ingress"], "ingress": [{
+                "from": [_from(Peer(model_server.NAMESPACE, replica_router.selector(key)))],
+                "ports": [{"protocol": "TCP", "port": SERVER_PORT}]}]}
+    return policies
 
 
 def gateway_policies(vpc_cidr: str, prometheus: Peer) -> dict[str, dict]:

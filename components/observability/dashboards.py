@@ -87,6 +87,17 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
     ], "Each server's share of its node's hourly price (Karpenter's estimate: spot prices follow the market)."),
     ("GPU memory used", "bytes", [(_series(signals.GPU_MEMORY), "{{model}}")],
      "Framebuffer memory per GPU, averaged over the model's GPUs (vLLM reserves most of it up front)."),
+    ("Prefix cache hit rate", "percentunit", [(_series(signals.PREFIX_CACHE_HIT), "{{model}}")],
+     "vLLM only: the share of prompt tokens a server found in its prefix cache. The replica router "
+     "(routing.policy) sends a prompt to the replica most likely to hold its prefix."),
+    ("Load balance between replicas", "short", [(_series(signals.REPLICA_SKEW), "{{model}}")],
+     "The busiest server's request rate over the average server's: 1 is even."),
+    ("Replica router requests and failed attempts", "reqps", [
+        (_series(signals.ROUTER_REQUESTS), "{{model}} requests"),
+        (_series(signals.ROUTER_ERRORS), "{{model}} failed attempts"),
+        (_series(signals.ROUTER_WORKERS), "{{model}} servers seen"),
+    ], "Routed models only: requests through the router, attempts that failed or found no server, and the "
+       "servers the router can send to."),
 ]
 
 # The gateway's own view: what clients asked for (a model key, a tier or `auto`) and what they got back. Its own

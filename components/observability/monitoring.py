@@ -1,5 +1,5 @@
 """MonitoringStack: Prometheus, Alertmanager and Grafana (kube-prometheus-stack), the NVIDIA DCGM exporter, the
-monitors for every model server, Karpenter and KEDA, the platform's rules, its Alertmanager routing and its
+monitors for every model server, replica router, Karpenter and KEDA, the platform's rules, its Alertmanager routing and its
 dashboards, in the `monitoring` namespace on the system nodes.
 
 Secrets (Grafana's admin password, the PagerDuty routing key, the Slack webhook URL) reach the cluster only as
@@ -19,6 +19,7 @@ from components.compute.cluster import SYSTEM_NODE_LABEL
 from components.compute.gpu_node_pool import GPU_TAINT
 from components.compute.karpenter import NAMESPACE as KARPENTER_NAMESPACE
 from components.observability import dashboards, signals
+from components.serving import replica_router
 from components.serving.keda_scaler import NAMESPACE as KEDA_NAMESPACE
 from components.serving.keda_scaler import OPERATOR as KEDA_OPERATOR
 from components.serving.model_server import NAMESPACE as INFERENCE_NAMESPACE
@@ -354,6 +355,8 @@ class MonitoringStack(pulumi.ComponentResource):
                 spec=spec, opts=after_crds)
 
         custom("model-servers", "PodMonitor", "model-servers", model_server_pod_monitor_spec())
+        if any(m.routed for m in args.cfg.models.values()):
+            custom("replica-routers", "PodMonitor", "replica-routers", replica_router.pod_monitor_spec())
         custom("karpenter", "ServiceMonitor", "karpenter", karpenter_service_monitor_spec())
         custom("keda", "PodMonitor", "keda-operator", keda_pod_monitor_spec())
         custom("rules", "PrometheusRule", "llm-platform", {"groups": signals.prometheus_rule_groups(args.cfg)})

@@ -27,6 +27,8 @@ REPLICAS_MAX = "llm_platform:model_replicas_max"
 SLO_P99_LATENCY = "llm_platform:model_slo_p99_latency_seconds"
 SLO_ERROR_RATIO = "llm_platform:model_slo_error_ratio"
 QUEUE_ALERT = "llm_platform:model_waiting_requests_alert_per_replica"
+ROUTED = "llm_platform:model_routed"
+"""1 for a model whose replicas sit behind a replica router (components/serving/replica_router.py), else 0."""
 NODE_GPU_PRICE = "llm_platform:node_gpu_price_dollars_per_hour"
 # Per model, from the exporters.
 REQUESTS = "model:llm_requests:rate5m"
@@ -44,6 +46,11 @@ PREEMPTIONS = "model:llm_preemptions:rate5m"
 GPU_UTIL = "model:llm_gpu_utilization_percent:avg"
 GPU_MEMORY = "model:llm_gpu_memory_used_bytes:avg"
 READY = "model:llm_replicas_ready:sum"
+PREFIX_CACHE_HIT = "model:llm_prefix_cache_hit_ratio:rate5m"
+REPLICA_SKEW = "model:llm_replica_request_skew:ratio5m"
+ROUTER_REQUESTS = "model:llm_router_requests:rate5m"
+ROUTER_ERRORS = "model:llm_router_failed_attempts:rate5m"
+ROUTER_WORKERS = "model:llm_router_workers:max"
 GPU_COST = "model:llm_gpu_cost_dollars_per_hour:sum"
 
 # Alert thresholds that are not per-model config. Each has its why; tests/test_rules.py checks each fires just above
@@ -123,6 +130,7 @@ def config_recordings(cfg: StackConfig) -> list[Recording]:
             Recording(SLO_P99_LATENCY, f"vector({m.slo.p99_latency_seconds:g})", labels),
             Recording(SLO_ERROR_RATIO, f"vector({m.slo.error_rate_percent / 100:g})", labels),
             Recording(QUEUE_ALERT, f"vector({queue_alert_per_replica(m):g})", labels),
+            Recording(ROUTED, f"vector({int(m.routed)})", labels),
         ]
     return rules
 
@@ -195,6 +203,34 @@ def pod_recordings() -> list[Recording]:
         # The fullest server, not the average: one server thrashing its cache is what users notice.
         Recording(KV_CACHE, f"max by ({MODEL_LABELS}) ({_in('vllm:kv_cache_usage_perc')})"),
         Recording(PREEMPTIONS, f"sum by ({MODEL_LABELS}) (rate({_in('vllm:num_preemptions_total')}[5m]))"),
+        # Prompt tokens found in a server's prefix cache, of all prompt tokens looked up (both vLLM counters count
+        # tokens): what the replica router is for. NaN without traffic.
+        Recording(PREFIX_CACHE_HIT, (
+            f"sum by ({MODEL_LABELS}) (rate({_in('vllm:prefix_cache_hits_total')}[5m])) / "
+            f"sum by ({MODEL_LABELS}) (rate({_in('vllm:prefix_cache_queries_total')}[5m]))"
+        )),
+        # The busiest server's request rate over the average server's: 1 is even, 2 means one server does twice
+        # its share. From the servers' own counters, so routed and unrouted models compare alike.
+        Recording(REPLICA_SKEW, (
+            f"max by ({MODEL_LABELS}) (sum by ({MODEL_LABELS}, pod) (rate({_in('vllm:request_success_total')}[5m]))) "
+            f"/ avg by ({MODEL_LABELS}) (sum by ({MODEL_LABELS}, pod) "
+            f"(rate({_in('vllm:request_success_total')}[5m])))"
+        )),
+        # The routers' own view (vllm-router 0.1.17 names; `model` from the routers' PodMonitor, `tier` from the
+        # config). A failed attempt is each try on a replica that failed, or found no replica; a retry counts again.
+        Recording(ROUTER_REQUESTS, (
+            f"sum by (model) (rate({_in('vllm_router_requests_total')}[5m])) "
+            f"* on (model) group_left (tier) {MODEL_INFO}"
+        )),
+        Recording(ROUTER_ERRORS, (
+            f"(sum by (model) (rate({_in('vllm_router_request_errors_total')}[5m])) or 0 * sum by (model) "
+            f"(rate({_in('vllm_router_requests_total')}[5m]))) * on (model) group_left (tier) {MODEL_INFO}"
+        )),
+        # Replicas the best-informed router pod can send to. A router pod that sees none is unready and gets no
+        # traffic, so only all of them seeing none fails requests.
+        Recording(ROUTER_WORKERS, (
+            f"max by (model) ({_in('vllm_router_active_workers')}) * on (model) group_left (tier) {MODEL_INFO}"
+        )),
         Recording(GPU_UTIL, f"avg by ({MODEL_LABELS}) ({_per_gpu('DCGM_FI_DEV_GPU_UTIL')})"),
         Recording(GPU_MEMORY, f"avg by ({MODEL_LABELS}) ({_per_gpu('DCGM_FI_DEV_FB_USED')}) * 1048576"),  # MiB
         Recording(READY, (
@@ -243,6 +279,11 @@ def model_alerts() -> list[Alert]:
         Alert("LLMModelDown", f"{REPLICAS_MIN} >= 1 unless on (model) ({READY} > 0)", "5m", "critical",
               f"{MODEL} has no ready server (minimum {{{{ $value }}}})",
               "Every request to this model fails. Expected for the start-up budget after the first deploy."),
+        Alert("LLMReplicaRouterNoWorkers", (
+            f"{REPLICAS_MIN} >= 1 and on (model) {ROUTED} == 1 unless on (model) ({ROUTER_WORKERS} >= 1)"
+        ), "5m", "critical", f"{MODEL}: its replica router sees no server",
+            "Every request to this model fails with 503. If LLMModelDown fires too, the servers are the cause; "
+            "otherwise the router cannot find them (its pods, its Role, or its selector)."),
         Alert("LLMModelServerCrashLooping", (
             "max by (namespace, pod) (max_over_time(kube_pod_container_status_waiting_reason"
             f'{{{INFERENCE}, reason="CrashLoopBackOff"}}[10m])) '

@@ -46,7 +46,18 @@ def vllm_args(key: str, m: ModelDeployment, bucket: str, port: int) -> list[str]
     for flag, value in optional.items():
         if value is not None:
             args += [flag, str(value)]
+    if needs_scale_out_endpoints(m):
+        args.append("--enable-scale-out")
     return args + list(m.extra_args)
+
+
+def needs_scale_out_endpoints(m: ModelDeployment) -> bool:
+    """The replica router's cache_aware policy asks each server to tokenize every prompt (POST
+    /v1/chat/completions/render, one of vLLM's scale-out endpoints). vLLM 0.32 answers it 403 unless started with
+    --enable-scale-out, and the router then routes by load alone without saying so. The flag also opens
+    /inference/v1/generate and /inference/v1/abort_requests, which only the router and Prometheus can reach
+    (components/edge/network_policy.py), so it is set only where the policy needs it."""
+    return m.routed and m.routing.policy == "cache_aware"
 
 
 class VllmService(ModelServer):

@@ -1,0 +1,74 @@
+"""The replica router as the tests run it: the rendered `vllm-router` arguments (components/serving/replica_router.py)
+started on 127.0.0.1 from the vllm-router in this virtualenv, in front of servers given by URL.
+
+Two substitutions, each because there is no Kubernetes here: 127.0.0.1 and free ports for the pod's 0.0.0.0 and
+fixed ports, and the servers' URLs (`--worker-urls`) for pod discovery. With no URL, discovery stays on and finds
+nothing (the router continues without it), which is a router whose model has no ready server; the environment
+names no cluster (no in-cluster variables, a KUBECONFIG that does not exist), so it can never reach one.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import config
+from components.serving import replica_router
+from tests.servers import Server, free_port, fresh_folder, start
+
+ROUTER = Path(sys.executable).parent / "vllm-router"
+DISCOVERY_FLAGS = {"--service-discovery-namespace": 1, "--service-discovery-port": 1}
+STARTUP_SECONDS = 60
+NO_CLUSTER = {"KUBECONFIG": "/nonexistent/kubeconfig", "KUBERNETES_SERVICE_HOST": "", "KUBERNETES_SERVICE_PORT": ""}
+
+
+@dataclass
+class LocalRouter:
+    server: Server
+    metrics_url: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+def local_args(rendered: list[str], port: int, metrics_port: int, workers: list[str]) -> list[str]:
+    """The rendered arguments on loopback ports, with `workers` instead of discovery (or, with none, discovery as
+    rendered: outside a cluster it finds nothing)."""
+    args, i = [], 0
+    while workers and i < len(rendered):
+        flag = rendered[i]
+        if flag in DISCOVERY_FLAGS:
+            i += 1 + DISCOVERY_FLAGS[flag]
+            continue
+        if flag == "--selector":
+            i += 1
+            while i < len(rendered) and not rendered[i].startswith("--"):
+                i += 1
+            continue
+        if flag == "--service-discovery":
+            i += 1
+            continue
+        args.append(flag)
+        i += 1
+    args = args if workers else list(rendered)
+    values = {"--host": "127.0.0.1", "--prometheus-host": "127.0.0.1", "--port": str(port),
+              "--prometheus-port": str(metrics_port)}
+    for flag, value in values.items():
+        args[args.index(flag) + 1] = value
+    return args + (["--worker-urls", *workers] if workers else [])
+
+
+def start_router(name: str, folder: Path, key: str, m: config.ModelDeployment, workers: list[str],
+                 request_timeout_seconds: int = 300, policy: str | None = None) -> LocalRouter:
+    """A router for model `key` in a fresh `folder`; `policy` overrides the rendered one (the benchmark's)."""
+    fresh_folder(folder)
+    rendered = replica_router.router_args(key, m, request_timeout_seconds)
+    if policy:
+        rendered[rendered.index("--policy") + 1] = policy
+    port, metrics_port = free_port(), free_port()
+    args = local_args(rendered, port, metrics_port, workers)
+    (folder / "args.txt").write_text(" ".join(args) + "\n")
+    server = start(name, [str(ROUTER), *args], folder, port, NO_CLUSTER)
+    return LocalRouter(server, f"http://127.0.0.1:{metrics_port}")
