@@ -233,11 +233,13 @@ class Routing(_Model):
     replicas: int = Field(default=2, ge=1, le=10)
     """Default 2: router pods on different system nodes, so one can restart or be drained. Each keeps its own
     prefix tree (README, Replica routing, measures what a second one costs)."""
-    cache_threshold: float = Field(default=0.3, ge=0, le=1)
-    """Default 0.3 (the router's): the share of a prompt that must match a replica's tree for a cache-directed
-    choice; below it the request goes to the replica with the smallest tree. cache_aware only."""
-    balance_abs_threshold: int = Field(default=64, ge=0, le=100000)
-    """Default 64 (the router's): with balance_rel_threshold, when in-flight requests differ by more than this
+    cache_threshold: float = Field(default=0.7, ge=0, le=1)
+    """Default 0.7 (the router's is 0.3): the share of a prompt that must match a replica's tree for a
+    cache-directed choice; below it the request goes to the replica with the smallest tree. At 0.3 a shared system
+    prompt alone matches, and every conversation lands on one replica (`make bench`: 96 of 96 requests, README,
+    Replica routing); at 0.7 a conversation's later turns stay where its history is and new ones spread. cache_aware only."""
+    balance_abs_threshold: int = Field(default=4, ge=0, le=100000)
+    """Default 4 (the router's is 64): with balance_rel_threshold, when in-flight requests differ by more than this
     between the busiest and the idlest replica, the request goes to the idlest instead. cache_aware only."""
     balance_rel_threshold: float = Field(default=1.5, ge=1, le=1000)
     """Default 1.5 (the router's): ...and the busiest has more than this many times the idlest's load."""

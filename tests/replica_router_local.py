@@ -61,13 +61,15 @@ def local_args(rendered: list[str], port: int, metrics_port: int, workers: list[
 
 
 def start_router(name: str, folder: Path, key: str, m: config.ModelDeployment, workers: list[str],
-                 request_timeout_seconds: int = 300, policy: str | None = None) -> LocalRouter:
-    """A router for model `key` in a fresh `folder`; `policy` overrides the rendered one (the benchmark's)."""
+                 request_timeout_seconds: int = 300, overrides: dict[str, str] | None = None,
+                 port: int | None = None) -> LocalRouter:
+    """A router for model `key` in a fresh `folder`; `overrides` replaces rendered flags' values (the benchmark's
+    policies), `port` is its API port when the caller needs the URL before the router starts."""
     fresh_folder(folder)
     rendered = replica_router.router_args(key, m, request_timeout_seconds)
-    if policy:
-        rendered[rendered.index("--policy") + 1] = policy
-    port, metrics_port = free_port(), free_port()
+    for flag, value in (overrides or {}).items():
+        rendered[rendered.index(flag) + 1] = value
+    port, metrics_port = port or free_port(), free_port()
     args = local_args(rendered, port, metrics_port, workers)
     (folder / "args.txt").write_text(" ".join(args) + "\n")
     server = start(name, [str(ROUTER), *args], folder, port, NO_CLUSTER)

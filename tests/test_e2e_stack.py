@@ -8,8 +8,9 @@ import pytest
 import config
 from components.edge import gateway
 from components.observability import monitoring, signals
+from components.serving import replica_router
 from components.serving.vllm_service import vllm_args
-from tests import litellm_proxy
+from tests import litellm_proxy, replica_router_local
 from tests.e2e import stack
 
 
@@ -94,14 +95,45 @@ def test_the_gateway_runs_the_rendered_arguments_on_loopback(cfg):
 
 def test_monitors_scrape_what_the_cluster_scrapes(cfg):
     scrape = {job["job_name"]: job for job in stack.scrape_configs(
-        cfg, {f"{stack.FAST}-0": "127.0.0.1:1"}, {"gateway-a": "127.0.0.1:2"}, "127.0.0.1:3")}
+        cfg, {f"{stack.FAST}-0": "127.0.0.1:1"}, {"gateway-a": "127.0.0.1:2"}, "127.0.0.1:3",
+        {f"{stack.FAST}-router-0": "127.0.0.1:4"})}
     [target] = scrape["model-servers"]["static_configs"]
     assert target["labels"]["__meta_kubernetes_pod_label_llm_platform_io_model"] == stack.FAST
     assert target["labels"]["__meta_kubernetes_pod_label_llm_platform_io_tier"] == "fast"
     assert {"source_labels": ["__meta_kubernetes_pod_label_llm_platform_io_model"], "target_label": "model",
             "action": "replace"} in scrape["model-servers"]["relabel_configs"]
+    # The router's series get `model` from its pod's label, as its PodMonitor relabels them.
+    [router_target] = scrape["replica-routers"]["static_configs"]
+    assert router_target["labels"]["__meta_kubernetes_pod_label_llm_platform_io_model"] == stack.FAST
+    assert {"source_labels": ["__meta_kubernetes_pod_label_llm_platform_io_model"], "target_label": "model",
+            "action": "replace"} in scrape["replica-routers"]["relabel_configs"]
     [gateway_target] = scrape["gateway"]["static_configs"]
     assert gateway_target["labels"]["__metrics_path__"] == "/metrics/"
     # Client-chosen labels are left out by the proxy itself, so nothing is dropped at the scrape (which would
     # collide series that differ only in a dropped label).
     assert scrape["gateway"]["metric_relabel_configs"] == []
+
+
+def flags(args: list[str]) -> dict[str, list[str]]:
+    """An argument list as flag -> the values after it."""
+    found: dict[str, list[str]] = {}
+    for arg in args:
+        if arg.startswith("--"):
+            current = found.setdefault(arg, [])
+        else:
+            current.append(arg)
+    return found
+
+
+def test_the_router_runs_the_rendered_arguments_with_only_addresses_and_discovery_replaced(cfg):
+    rendered = flags(replica_router.router_args(stack.FAST, cfg.models[stack.FAST], 300))
+    workers = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    local = flags(replica_router_local.local_args(
+        replica_router.router_args(stack.FAST, cfg.models[stack.FAST], 300), 5000, 5001, workers))
+    discovery = {"--service-discovery", "--service-discovery-namespace", "--service-discovery-port", "--selector"}
+    addresses = {"--host": ["127.0.0.1"], "--port": ["5000"], "--prometheus-host": ["127.0.0.1"],
+                 "--prometheus-port": ["5001"]}
+    assert local == {**{f: v for f, v in rendered.items() if f not in discovery}, **addresses, "--worker-urls": workers}
+    # With no server, discovery stays as rendered (outside a cluster it finds none).
+    assert flags(replica_router_local.local_args(
+        replica_router.router_args(stack.FAST, cfg.models[stack.FAST], 300), 5000, 5001, [])).keys() == rendered.keys()

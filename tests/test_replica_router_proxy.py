@@ -6,6 +6,7 @@ server at most twice, and a client's bad request only once. The real vLLM behind
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -144,3 +145,24 @@ def test_a_server_error_is_tried_twice_and_a_bad_request_once(stand):
     mark = len(stand_ins.received)
     assert chat(url, KEY, "routed", content="FAIL400").status == 400
     assert len(reached(stand_ins, mark)) == 1
+
+
+ROUTER_ADMIN = [("POST", "/add_worker?url=http://127.0.0.1:9"), ("POST", "/remove_worker?url={worker}"),
+                ("GET", "/list_workers"), ("POST", "/flush_cache"), ("GET", "/get_loads"), ("GET", "/workers"),
+                ("GET", "/get_model_info")]
+"""The router's own management routes (vllm-router 0.1.17), unauthenticated on its API port: whoever reaches them
+can add a server of their choosing (and be sent every prompt) or remove real ones. Only the gateway's pods may reach
+the port (NetworkPolicy), and the gateway passes clients only the OpenAI routes."""
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTER_ADMIN)
+def test_a_client_cannot_reach_the_routers_management_routes_through_the_gateway(stand, method, path):
+    from tests import gateway_probes
+
+    url, _, routers = stand
+    before = gateway_probes.send(routers["routed"].url, "GET", "/list_workers").text
+    worker = json.loads(before)["urls"][0]  # a real server of the routed model, for the removal attempt
+    reply = gateway_probes.send(url, method, path.format(worker=worker), KEY, {} if method == "POST" else None,
+                                timeout=10)
+    assert reply.status in (401, 403, 404), (reply.status, reply.text[:200])
+    assert gateway_probes.send(routers["routed"].url, "GET", "/list_workers").text == before

@@ -36,6 +36,8 @@ CLUSTER_ONLY = ("DCGM_", "karpenter_", "kube_node_", "kube_pod_container_resourc
                 "kube_pod_container_status_", "keda_")
 """Metric families only a cluster has (GPUs, Karpenter, nodes, KEDA's operator, pod status); not checked here."""
 DEADLINE = 90
+REQUEST_BOUND = 150
+"""Longest a client thread may still take once told to stop (the client's own request timeout is 120 s)."""
 
 
 def served_by(answer) -> str | None:
@@ -114,11 +116,13 @@ def test_a_tokens_per_minute_limit_holds_across_both_gateways(platform, record_p
 
 # 10. A narrow key against every route form; one key's failures and another key's answers ---------------------------
 
-def requests_seen(server) -> int:
-    """Requests that reached a vLLM server, from its own access log (one line per request, any route or status),
-    except the probes' and Prometheus's (/health, /metrics)."""
-    return len(re.findall(r'"(?:GET|POST|PUT|DELETE|PATCH) /(?!health |metrics )',
-                          server.log.read_text(errors="replace")))
+def requests_seen(*servers) -> int:
+    """Requests that reached these vLLM servers, from their own access logs (one line per request, any route or
+    status), except the probes' and Prometheus's (/health, /metrics) and the replica router's tokenization of a
+    prompt before it chooses a server (.../render, /tokenize)."""
+    return sum(len(re.findall(r'"(?:GET|POST|PUT|DELETE|PATCH) /(?!health |metrics |v1/chat/completions/render |'
+                              r'v1/completions/render |tokenize )', server.log.read_text(errors="replace")))
+               for server in servers)
 
 
 def test_a_fast_only_key_reaches_the_quality_model_by_no_route_form(platform, record_property):
@@ -140,16 +144,16 @@ def test_a_fast_only_key_reaches_the_quality_model_by_no_route_form(platform, re
 
 def test_one_keys_failing_requests_leave_another_keys_answers_untouched(platform, record_property):
     """11. One key's requests that vLLM refuses change nothing for another key (no cooldown)"""
-    fast, bad_key, good_key = platform.vllm[stack.FAST], platform.keys["fast-only"], platform.keys["team"]
+    fast, bad_key, good_key = platform.replicas, platform.keys["fast-only"], platform.keys["team"]
     # What vLLM itself refuses: more tokens than the context, a value of the wrong type, an impossible choice.
     refused = [{"max_tokens": 100 * stack.MAX_MODEL_LEN}, {"temperature": "hot"}, {"top_p": 7}]
-    before, failures = requests_seen(fast), []
+    before, failures = requests_seen(*fast), []
     for g in platform.gateways:
         for extra in refused * 2:
             failures.append(gateway_probes.send(g.url, "POST", "/v1/chat/completions", bad_key,
                                                 gateway_probes.chat("fast", **extra)).status)
     assert failures and all(400 <= s < 500 for s in failures), failures
-    reached = requests_seen(fast) - before
+    reached = requests_seen(*fast) - before
     answers = [chat(g.url, good_key, "fast", max_tokens=4) for g in platform.gateways for _ in range(2)]
     assert all(a.status == 200 for a in answers), platform.explain(
         f"after {len(failures)} refused requests of another key: {[(a.status, a.error) for a in answers]}",
@@ -210,30 +214,55 @@ def test_a_stream_arrives_in_chunks_and_ends_properly(platform, record_property)
 # 9. Prefix caching ------------------------------------------------------------------------------------------------
 
 def test_a_repeated_system_prompt_hits_the_prefix_cache(platform, record_property):
-    """9. A repeated system prompt hits vLLM's prefix cache"""
-    server = platform.vllm[stack.FAST]
-    before = metric(server.url, "vllm:prefix_cache_hits_total")
-    for question in ("What is the first rule?", "What is the last rule?"):
+    """9. Through the replica router, a repeated system prompt hits the prefix cache of whichever replica answers"""
+    servers, router = platform.replicas, platform.router
+
+    def counted(name: str) -> list[float]:
+        return [metric(s.url, name) for s in servers]
+
+    def tokenized() -> tuple[float, float]:
+        """The router's requests to the servers to tokenize a prompt: done, and refused (a 403 without
+        --enable-scale-out; also a 400 for a request vLLM itself finds invalid, which earlier checks send)."""
+        text = exposition(router.metrics_url)
+        return tuple(sum(float(v) for v in re.findall(
+            rf'vllm_router_kv_routing_inputs_total{{[^}}]*result="{result}"[^}}]*}} (\S+)', text))
+            for result in ("render", "preparation_rejected"))
+
+    hits_before, done_before = counted("vllm:prefix_cache_hits_total"), counted("vllm:request_success_total")
+    rendered_before, rejected_before = tokenized()
+    for question in ("What is the first rule?", "What is the last rule?", "What is rule seven?"):
         answer = chat(platform.gateways[0].url, platform.keys["team"], stack.FAST, question, system=SYSTEM_PROMPT)
         assert answer.status == 200, platform.explain(f"{answer.status} {answer.error}", "gateway-a")
     prompt_tokens = answer.usage["prompt_tokens"]
-    hits = metric(server.url, "vllm:prefix_cache_hits_total") - before
-    assert hits >= 128, platform.explain(f"{hits} prefix-cache hits for a repeated {prompt_tokens}-token prompt",
-                                         f"vllm-{stack.FAST}")
-    record_property("measured", f"+{hits:.0f} cached tokens on the repeat of a {prompt_tokens}-token prompt")
+    hits = [a - b for a, b in zip(counted("vllm:prefix_cache_hits_total"), hits_before, strict=True)]
+    answered = [a - b for a, b in zip(counted("vllm:request_success_total"), done_before, strict=True)]
+    # The router kept the three on one replica (the one holding the prompt), and the repeats found it cached there.
+    assert sorted(answered) == [0, 3] and sum(hits) >= 2 * 128, platform.explain(
+        f"answered per replica {answered}, cached tokens per replica {hits} for a {prompt_tokens}-token prompt",
+        *(s.name for s in servers), router.server.name)
+    # cache_aware asks the servers to tokenize each prompt; without --enable-scale-out they refuse (403) and the
+    # router silently routes by load alone.
+    rendered, rejected = (a - b for a, b in zip(tokenized(), (rendered_before, rejected_before), strict=True))
+    assert rendered >= 3 and rejected == 0, platform.explain(
+        f"router tokenization of 3 prompts: {rendered} done, {rejected} refused", router.server.name)
+    record_property("measured", f"3 of 3 on one replica ({answered}); +{sum(hits):.0f} cached tokens on the "
+                    f"repeats of a {prompt_tokens}-token prompt; {rendered:.0f} prompts tokenized by the servers, "
+                    "none refused")
 
 
 # Performance ------------------------------------------------------------------------------------------------------
 
 def test_performance_direct_and_through_the_gateway(platform, record_property):
     """Performance, direct and through the gateway (section below)"""
-    fast, url, key = platform.vllm[stack.FAST].url, platform.gateways[0].url, platform.keys["team"]
+    # The fast model's two replicas, straight through their router and through the gateway in front of it: the
+    # difference is the gateway's. (The router's own policies are `make bench`'s.)
+    fast, url, key = platform.router.url, platform.gateways[0].url, platform.keys["team"]
     runs = []
     for concurrency, requests in ((1, 30), (16, 96)):
-        runs.append(load("vLLM direct", fast, None, stack.FAST, concurrency, requests, max_tokens=16))
+        runs.append(load("router direct", fast, None, stack.FAST, concurrency, requests, max_tokens=16))
         runs.append(load("through gateway", url, key, stack.FAST, concurrency, requests, max_tokens=16))
     failures = {f"{r.path} c={r.concurrency}": r.failures for r in runs if r.failures}
-    assert not failures, platform.explain(f"failed requests: {failures}", "gateway-a", f"vllm-{stack.FAST}")
+    assert not failures, platform.explain(f"failed requests: {failures}", "gateway-a", platform.router.server.name)
     record_property("performance", [r.row() for r in runs])
     record_property("measured", f"{sum(r.requests for r in runs)} requests in {len(runs)} runs, none failed")
 
@@ -275,13 +304,14 @@ def test_every_engine_and_gateway_metric_the_platform_reads_has_series(platform,
     used = {}
     for where, expr in _platform_expressions(platform.cfg).items():
         for name in metric_names(expr):
-            if name.startswith(("vllm:", "litellm_")):
+            if name.startswith(("vllm:", "litellm_", "vllm_router_")):
                 used.setdefault(name, where)
     missing = {name: where for name, where in used.items() if not platform.prometheus.query(f"count({name})")}
     assert not missing, platform.explain(f"no series in Prometheus for {missing}", "prometheus")
-    assert any(n.startswith("vllm:") for n in used) and any(n.startswith("litellm_") for n in used), used
+    assert all(any(n.startswith(p) for n in used) for p in ("vllm:", "litellm_", "vllm_router_")), used
     record_property("measured", f"{len(used)} names: {sum(n.startswith('vllm:') for n in used)} vLLM, "
-          f"{sum(n.startswith('litellm_') for n in used)} gateway")
+          f"{sum(n.startswith('litellm_') for n in used)} gateway, "
+          f"{sum(n.startswith('vllm_router_') for n in used)} replica router")
 
 
 def _cluster_only(rules: list[dict]) -> set[str]:
@@ -514,3 +544,50 @@ def test_limits_hold_while_redis_is_down_and_are_shared_again_seconds_after_it_r
     record_property("measured", f"paused: 6/6 answered, slowest {slowest:.2f} s; down: {allowed}/{len(down)} "
                     f"allowed (limit {limit}, two gateways), LLMGatewayLimitsDegraded firing; back: shared again "
                     f"after {recovery:.1f} s, then {after.count(200)}/{len(after)} allowed")
+
+
+# 13. A replica of a routed model drains (last: it stops the second fast server) --------------------------------------
+
+def test_draining_one_routed_replica_loses_no_request(platform, record_property):
+    """13. SIGTERM to one of the routed model's replicas under steady load: every request still answers 200"""
+    leaving, staying = platform.replicas[1], platform.replicas[0]
+    key, url = platform.keys["team"], platform.gateways[0].url
+    served_before = requests_seen(leaving)
+    answers, stop = [], threading.Event()
+
+    def client(n: int) -> None:
+        i = 0
+        while not stop.is_set() and i < 40:  # bounded: at most 40 requests per client
+            # Distinct prompts, so cache_aware spreads them over both replicas rather than following one prefix.
+            answers.append(chat(url, key, stack.FAST, f"client {n} question {i}: " + "word " * (20 + i),
+                                max_tokens=8))
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    assert wait_until(lambda: requests_seen(leaving) > served_before and len(answers) >= 8, DEADLINE, 0.2), \
+        platform.explain("the second replica got no request under load", leaving.name, platform.router.server.name)
+    # Kubernetes' order: the pod is marked for deletion, which the router's pod watch sees at once and takes the pod
+    # out; the kubelet runs the 15 s preStop pause, then sends SIGTERM. There is no Kubernetes here, so the router
+    # is told what its watch would tell it (its own /remove_worker, what discovery calls), and the pause is shorter.
+    removed = gateway_probes.send(platform.router.url, "POST", f"/remove_worker?url={leaving.url}", None, None)
+    assert removed.status == 200, (removed.status, removed.text)
+    time.sleep(2)
+    terminated = time.monotonic()
+    leaving.terminate()
+    code = wait_until(lambda: leaving.process.poll() is not None and leaving.process.returncode is not None,
+                      stack.DRAIN_SECONDS + 30)
+    gone_after = time.monotonic() - terminated
+    time.sleep(3)  # requests keep coming after it exited: the router must send them to the other replica
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=REQUEST_BOUND)
+    failed = [(a.status, a.error) for a in answers if a.status != 200]
+    assert code is not None, platform.explain("the replica did not exit after its drain", leaving.name)
+    assert answers and not failed, platform.explain(f"{len(failed)} of {len(answers)} failed: {failed[:5]}",
+                                                    leaving.name, platform.router.server.name, "gateway-a")
+    assert staying.alive()
+    record_property("measured", f"{len(answers)} requests from 4 clients, all 200; the replica exited "
+                    f"{gone_after:.1f} s after SIGTERM, {requests_seen(leaving) - served_before} requests had "
+                    "reached it under this load")

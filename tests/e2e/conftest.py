@@ -1,5 +1,5 @@
-"""The platform on one machine, for `make e2e`: two real vLLM servers, two real LiteLLM gateways sharing a real
-Redis, a real Prometheus with the rendered rules, and a real Alertmanager with the rendered routing, all on
+"""The platform on one machine, for `make e2e`: three real vLLM servers (two of the fast model behind the real
+replica router, one of the quality model), two real LiteLLM gateways sharing a real Redis, a real Prometheus with the rendered rules, and a real Alertmanager with the rendered routing, all on
 127.0.0.1 and configured by tests/e2e/stack.py from the functions that render the stack. Started once for the
 session, stopped by PID at the end, pass or fail; logs stay in build/e2e/<server>/server.log.
 """
@@ -24,6 +24,7 @@ from tests.e2e import report, stack
 from tests.e2e.stand_ins import Readiness, SlackWebhook, StateMetrics, serve
 from tests.litellm_proxy import start_proxy
 from tests.prometheus import Api
+from tests.replica_router_local import LocalRouter, start_router
 from tests.servers import Server, StartupFailed, free_port, fresh_folder, start
 
 WORK = ROOT / "build" / "e2e"
@@ -48,10 +49,13 @@ class Platform:
     alertmanager: Server
     slack: list[dict]
     redis_password: str
+    replicas: list[Server]
+    """The fast model's servers (the first is also vllm[FAST]), behind `router`."""
+    router: LocalRouter
 
     def servers(self) -> dict[str, Server]:
-        return {s.name: s for s in (*self.vllm.values(), *self.gateways, self.redis, self.prometheus_server,
-                                    self.alertmanager)}
+        return {s.name: s for s in (*self.vllm.values(), *self.replicas, self.router.server, *self.gateways,
+                                    self.redis, self.prometheus_server, self.alertmanager)}
 
     def explain(self, message: str, *names: str) -> str:
         """A failure message with the tail of each named server's log."""
@@ -61,9 +65,9 @@ class Platform:
 
 # Starting each program -------------------------------------------------------------------------------------------
 
-def start_vllm(cfg, key: str, cpu: int | None) -> Server:
+def start_vllm(cfg, key: str, cpu: int | None, index: int = 0) -> Server:
     port = free_port()
-    folder = WORK / f"vllm-{key}"
+    folder = WORK / (f"vllm-{key}-{index}" if index else f"vllm-{key}")
     env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT),
            "TMPDIR": str(folder / "tmp"), "VLLM_CACHE_ROOT": str(folder / "cache"),
            "XDG_CACHE_HOME": str(folder / "cache")}
@@ -74,7 +78,7 @@ def start_vllm(cfg, key: str, cpu: int | None) -> Server:
     (fresh_folder(folder) / "tmp").mkdir()
     args = stack.server_args(key, cfg.models[key], str(TINY_MODEL), port)
     (folder / "args.txt").write_text(" ".join(args) + "\n")
-    return start(f"vllm-{key}", [str(VLLM_PYTHON), "-m", "tests.upstream.vllm_cpu", "serve", *args], folder, port,
+    return start(folder.name, [str(VLLM_PYTHON), "-m", "tests.upstream.vllm_cpu", "serve", *args], folder, port,
                  env, cpus={cpu} if cpu is not None else None)
 
 
@@ -143,13 +147,13 @@ def start_alertmanager(cfg, slack_url: str) -> Server:
 
 
 def start_prometheus(cfg, servers: dict[str, Server], gateways: list[Server], state_metrics: str,
-                     alertmanager: Server) -> Server:
+                     alertmanager: Server, routers: dict[str, LocalRouter]) -> Server:
     port, folder = free_port(), WORK / "prometheus"
     fresh_folder(folder)
     (folder / "rules.yaml").write_text(yaml.safe_dump({"groups": stack.rule_groups(cfg)}))
     address = {name: s.url.removeprefix("http://") for name, s in servers.items()}
     scrape = stack.scrape_configs(cfg, address, {g.name: g.url.removeprefix("http://") for g in gateways},
-                                  state_metrics)
+                                  state_metrics, {pod: r.metrics_url.removeprefix("http://") for pod, r in routers.items()})
     (folder / "prometheus.yaml").write_text(yaml.safe_dump(stack.prometheus_config(
         scrape, str(folder / "rules.yaml"), alertmanager.url.removeprefix("http://"))))
     argv = [str(TOOLS / "prometheus"), f"--config.file={folder / 'prometheus.yaml'}",
@@ -186,37 +190,46 @@ def platform():
     readiness = None
     helpers = [serve(StateMetrics), serve(SlackWebhook)]
     try:
+        # Each server on a core of its own where there are enough; here the quality server shares the second.
         cpus = sorted(os.sched_getaffinity(0))
-        vllm = {}
-        for i, key in enumerate(stack.SERVED):
-            vllm[key] = start_vllm(cfg, key, cpus[i] if len(cpus) >= len(stack.SERVED) else None)
-            started.append(vllm[key])
+        core = (lambda i: cpus[i % len(cpus)]) if len(cpus) >= 2 else (lambda i: None)
+        replicas = [start_vllm(cfg, stack.FAST, core(i), i) for i in range(stack.ROUTED_REPLICAS)]
+        vllm = {stack.FAST: replicas[0], stack.QUALITY: start_vllm(cfg, stack.QUALITY, core(1))}
+        started += [*replicas, vllm[stack.QUALITY]]
         redis = start_redis(redis_password)
         started.append(redis)
         redis_ready(redis, redis_password)
-        backends = {k: s.url for k, s in vllm.items()} | {stack.ASLEEP: f"http://127.0.0.1:{free_port()}"}
+        # The fast model's backend is its router, started once its servers are up (it waits for them otherwise).
+        router_port = free_port()
+        backends = {stack.FAST: f"http://127.0.0.1:{router_port}", stack.QUALITY: vllm[stack.QUALITY].url,
+                    stack.ASLEEP: f"http://127.0.0.1:{free_port()}"}
         shared = {"host": "127.0.0.1", "port": redis.url.rsplit(":", 1)[1], "password": redis_password}
         gateways = [start_proxy(name, WORK / name, cfg, backends, master, keys, shared)
                     for name in ("gateway-a", "gateway-b")]
         started += gateways
-        pods = {f"{k}-0": s for k, s in vllm.items()}
+        pods = {f"{stack.FAST}-{i}": s for i, s in enumerate(replicas)} | {f"{stack.QUALITY}-0": vllm[stack.QUALITY]}
         readiness = Readiness(cfg, pods)
         readiness.start()
         StateMetrics.cfg, StateMetrics.readiness = cfg, readiness
         SlackWebhook.received = []
-        timings = _wait_ready([*((s, "/health", VLLM_STARTUP_SECONDS) for s in vllm.values()),
+        timings = _wait_ready([*((s, "/health", VLLM_STARTUP_SECONDS) for s in (*replicas, vllm[stack.QUALITY])),
                                *((g, "/health/readiness", STARTUP_SECONDS) for g in gateways)])
+        router = start_router(f"router-{stack.FAST}", WORK / f"router-{stack.FAST}", stack.FAST,
+                              cfg.models[stack.FAST], [s.url for s in replicas],
+                              cfg.gateway.request_timeout_seconds, port=router_port)
+        started.append(router.server)
+        timings |= _wait_ready([(router.server, "/readiness", STARTUP_SECONDS)])
         # Monitoring starts once the servers are up, so that no check sees the alerts of their start-up.
         alertmanager = start_alertmanager(cfg, f"http://127.0.0.1:{helpers[1].server_port}/slack")
         started.append(alertmanager)
-        prometheus = start_prometheus(cfg, pods, gateways,
-                                      f"127.0.0.1:{helpers[0].server_port}", alertmanager)
+        prometheus = start_prometheus(cfg, pods, gateways, f"127.0.0.1:{helpers[0].server_port}", alertmanager,
+                                      {f"{stack.FAST}-router-0": router})
         started.append(prometheus)
         timings |= _wait_ready([(alertmanager, "/-/ready", STARTUP_SECONDS), (prometheus, "/-/ready", STARTUP_SECONDS)])
         report.STARTUP.update(timings)
         api = Api(prometheus.url, prometheus.log)
         platform = Platform(cfg, keys, vllm, gateways, redis, api, prometheus, alertmanager, SlackWebhook.received,
-                            redis_password)
+                            redis_password, replicas, router)
         yield platform
         if platform.redis is not redis:  # a check restarted it
             started.append(platform.redis)

@@ -7,18 +7,23 @@ change made to run on one machine without a GPU is a named function below with t
 
 from __future__ import annotations
 
+import re
+
 import config
 from components.edge import gateway
 from components.observability import monitoring, signals
-from components.serving import model_server
+from components.serving import model_server, replica_router
 from components.serving.vllm_service import vllm_args
 from tests.prometheus import OPERATOR_RELABELINGS, pod_target, relabel
 
-# Two tiers with a server each, so routing, fallback and per-tier cost are real; a third model at zero replicas for
+# Two tiers with a server each, so routing, fallback and per-tier cost are real; the fast one has two, behind its
+# replica router (the quality model's maximum is 1, so it keeps its Service); a third model at zero replicas for
 # the scale-from-zero signal. All three are the same catalog model (the planner's checks run on it); every server
 # loads the same tiny local checkpoint instead.
 FAST, QUALITY, ASLEEP = "small", "large", "asleep"
 SERVED = (FAST, QUALITY)
+ROUTED_REPLICAS = 2
+"""Servers of the fast model, behind its replica router."""
 # Limits small enough to cross in a few requests: `limited` by requests, `metered` by tokens; `shared` for the
 # Redis fault check (two gateways: while Redis is down each allows half).
 RPM_LIMIT = 4
@@ -40,7 +45,7 @@ def stack_config() -> config.StackConfig:
         "gpuPools": {"gpu": {"instanceFamilies": ["g6e"], "gpuLimit": 8}},
         "models": {
             FAST: {**common, "tier": "fast", "costPer1kTokens": PRICES[FAST], "maxReplicas": 2},
-            QUALITY: {**common, "tier": "quality", "costPer1kTokens": PRICES[QUALITY], "maxReplicas": 2,
+            QUALITY: {**common, "tier": "quality", "costPer1kTokens": PRICES[QUALITY], "maxReplicas": 1,
                       "maxNumSeqs": QUALITY_MAX_SEQS,
                       "autoscaling": {"waitingRequestsPerReplica": QUALITY_QUEUE_TARGET},
                       # Long generations on one core are slow: keep the latency alert out of the queue alert's way.
@@ -118,21 +123,23 @@ def alertmanager_spec(cfg: config.StackConfig) -> dict:
     return spec
 
 
-def pod_labels(key: str, m: config.ModelDeployment) -> dict[str, str]:
-    """A model server pod's labels as Kubernetes service discovery names them (`.`, `/`, `-` become `_`)."""
-    return {name.replace(".", "_").replace("/", "_").replace("-", "_"): value
-            for name, value in model_server.labels(key, m.engine, m.tier).items()}
+def pod_labels(key: str, m: config.ModelDeployment, labels: dict[str, str] | None = None) -> dict[str, str]:
+    """A pod's labels (a model server's unless given) as Kubernetes service discovery names them (`.`, `/`, `-`
+    become `_`)."""
+    labels = model_server.labels(key, m.engine, m.tier) if labels is None else labels
+    return {name.replace(".", "_").replace("/", "_").replace("-", "_"): value for name, value in labels.items()}
 
 
 def scrape_configs(cfg: config.StackConfig, servers: dict[str, str], gateways: dict[str, str],
-                   state_metrics: str) -> list[dict]:
-    """Monitors as the operator would write them. `servers` and `gateways` map a pod name to its address;
-    a server's pod name starts with its model key."""
+                   state_metrics: str, routers: dict[str, str]) -> list[dict]:
+    """Monitors as the operator would write them. `servers`, `gateways` and `routers` (their metrics ports) map a
+    pod name to its address; a server's or router's pod name starts with its model key."""
     [endpoint] = monitoring.model_server_pod_monitor_spec()["podMetricsEndpoints"]
     [gateway_endpoint] = gateway.service_monitor_spec()["endpoints"]
+    [router_endpoint] = replica_router.pod_monitor_spec()["podMetricsEndpoints"]
     model_targets = []
     for pod, address in servers.items():
-        key = next(k for k in cfg.models if pod.startswith(f"{k}-"))
+        key = next(k for k in cfg.models if re.fullmatch(rf"{re.escape(k)}-\d+", pod))
         model_targets.append(pod_target(address, endpoint["path"], model_server.NAMESPACE, pod,
                                         **pod_labels(key, cfg.models[key])))
     return [
@@ -142,6 +149,11 @@ def scrape_configs(cfg: config.StackConfig, servers: dict[str, str], gateways: d
          "metric_relabel_configs": relabel(gateway_endpoint.get("metricRelabelings", [])),
          "static_configs": [pod_target(address, gateway_endpoint["path"], gateway.NAMESPACE, pod)
                             for pod, address in gateways.items()]},
+        {"job_name": "replica-routers", "static_configs": [
+            pod_target(address, router_endpoint["path"], model_server.NAMESPACE, pod,
+                       **pod_labels(key, cfg.models[key], replica_router.labels(key)))
+            for pod, address in routers.items() for key in cfg.models if pod.startswith(f"{key}-router-")],
+         "relabel_configs": OPERATOR_RELABELINGS + relabel(router_endpoint["relabelings"])},
         {"job_name": "kube-state-metrics", "honor_labels": True, "relabel_configs": OPERATOR_RELABELINGS,
          "static_configs": [pod_target(state_metrics, "/metrics", monitoring.NAMESPACE, "kube-state-metrics-0")]},
     ]

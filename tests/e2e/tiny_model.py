@@ -3,7 +3,11 @@ hub). Two layers, hidden size 64, head_dim 32 (16 crashes vLLM's CPU attention a
 attention like the real Llama 3, and a byte-level BPE tokenizer trained on a few sentences, with a chat template.
 Its answers are noise; what matters is that vLLM loads, schedules, streams, caches and counts it like any Llama.
 
-Runs in the vLLM virtualenv: python -m tests.e2e.tiny_model OUT_DIR (idempotent: an existing model is kept)."""
+`make bench` uses a larger one of the same kind (`--size bench`: 8 layers, hidden size 512, about 25 million
+parameters), big enough that prefilling a long prompt on a CPU takes long enough to show in time to first token.
+
+Runs in the vLLM virtualenv: python -m tests.e2e.tiny_model OUT_DIR [--size bench] (idempotent: an existing model
+is kept)."""
 
 from __future__ import annotations
 
@@ -25,9 +29,15 @@ CORPUS = [
     "0 1 2 3 4 5 6 7 8 9 + - * / = ( ) [ ] { } < > ? ! . , ; : ' \"",
 ]
 MAX_POSITIONS = 8192
+SHAPES = {
+    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "head_dim": 32},
+    "bench": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8, "num_attention_heads": 8,
+              "num_key_value_heads": 2, "head_dim": 64},
+}
 
 
-def build(out: Path) -> None:
+def build(out: Path, size: str) -> None:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -43,9 +53,7 @@ def build(out: Path) -> None:
     fast.chat_template = CHAT_TEMPLATE
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-                         max_position_embeddings=MAX_POSITIONS, bos_token_id=fast.bos_token_id,
+    config = LlamaConfig(vocab_size=len(fast), **SHAPES[size], max_position_embeddings=MAX_POSITIONS, bos_token_id=fast.bos_token_id,
                          eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, dtype="bfloat16")
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,15 +61,15 @@ def build(out: Path) -> None:
     fast.save_pretrained(out)
 
 
-def main(out: str) -> int:
-    path = Path(out)
+def main(argv: list[str]) -> int:
+    path, size = Path(argv[0]), argv[2] if argv[1:2] == ["--size"] else "tiny"
     if (path / "config.json").is_file() and (path / "tokenizer.json").is_file():
-        print(f"tiny model already at {path}")
+        print(f"{size} model already at {path}")
         return 0
-    build(path)
-    print(f"tiny model written to {path}")
+    build(path, size)
+    print(f"{size} model written to {path}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

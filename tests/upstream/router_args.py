@@ -1,8 +1,13 @@
-"""Parse every replica router argument list that `llmctl plan` rendered with the router's own argument parser.
+"""Parse every replica router argument list that `llmctl plan` rendered with the router's own argument parser, then
+start the router with it.
 
 The parser is the one `vllm-router` runs (vllm_router.launch_router.parse_router_args, PyPI vllm-router, pinned in
-requirements-dev.txt), followed by its own validation. Usage: python -m tests.upstream.router_args PLAN_DIR [...]
-Exit status 0 when every list parses to what the platform means; 1 otherwise, naming the router and the problem.
+requirements-dev.txt), followed by its own validation. The Rust router validates its configuration again when it
+starts (it refuses, for one, discovery without a selector), so each list is also started, on loopback ports, with
+discovery as rendered and no cluster to find (tests/replica_router_local.py), until it answers /liveness.
+Usage: python -m tests.upstream.router_args PLAN_DIR [...]
+Exit status 0 when every list parses to what the platform means and starts; 1 otherwise, naming the router and the
+problem.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from contextlib import redirect_stderr
 from pathlib import Path
 
 import yaml
+
+from tests.replica_router_local import NO_CLUSTER, ROUTER, local_args
+from tests.servers import StartupFailed, free_port, start
 
 # A flag the router does not have: the self-check below must see the parser reject it.
 UNKNOWN_FLAG = ["--routing-policy", "cache_aware"]
@@ -65,6 +73,23 @@ def problems(args: list[str], deployment_spec: dict) -> list[str]:
     return found
 
 
+START_SECONDS = 30
+WORK = Path(__file__).resolve().parents[2] / "build" / "upstream" / "router-starts"
+
+
+def start_problem(args: list[str], name: str) -> str | None:
+    """Why the router would not start with `args` (its log's last lines), or None once it answers /liveness."""
+    port, metrics_port = free_port(), free_port()
+    server = start(name, [str(ROUTER), *local_args(args, port, metrics_port, [])], WORK / name, port, NO_CLUSTER)
+    try:
+        server.wait_ready("/liveness", START_SECONDS)
+        return None
+    except StartupFailed as error:
+        return str(error).splitlines()[0] + " | " + " ".join(server.tail(3).splitlines()[1:])
+    finally:
+        server.stop()
+
+
 def main(plan_dirs: list[str]) -> int:
     lists = {}
     for plan_dir in plan_dirs:
@@ -75,6 +100,8 @@ def main(plan_dirs: list[str]) -> int:
     failed = 0
     for name, (args, spec) in lists.items():
         found = problems(args, spec)
+        if not found and (problem := start_problem(args, name.replace("/", "-"))):
+            found.append(f"does not start: {problem}")
         failed += bool(found)
         print(f"{'FAIL' if found else 'ok  '} {name}: {' '.join(args)}")
         for problem in found:
@@ -82,6 +109,13 @@ def main(plan_dirs: list[str]) -> int:
     first_args, first_spec = next(iter(lists.values()))
     if not problems(first_args + UNKNOWN_FLAG, first_spec):
         print(f"FAIL self-check: the parser accepted the unknown flag {UNKNOWN_FLAG[0]}")
+        failed += 1
+    # Guards the start check: discovery without a selector parses, but the router refuses to start with it.
+    selector = first_args.index("--selector")
+    after = next(i for i in range(selector + 1, len(first_args)) if first_args[i].startswith("--"))
+    unselected = first_args[:selector] + first_args[after:]
+    if start_problem(unselected, "self-check-no-selector") is None:
+        print("FAIL self-check: the router started with discovery and no selector")
         failed += 1
     return 1 if failed else 0
 
