@@ -187,8 +187,9 @@ def router_settings(served: list[str], timeout: int) -> dict:
       what is left of the request's time), and not an answer about the request itself (400, 404, 429, or a 500 a
       malformed input can cause, which a retry would only double). A stream that has started is never retried:
       the client already holds tokens.
-    - No cooldowns. Each deployment here is a Kubernetes Service in front of a model's replicas: Kubernetes takes an
-      unready replica out of it, and a Service with none refuses connections, which LiteLLM never cools down for.
+    - No cooldowns. Each deployment here is a Kubernetes Service in front of a model's replicas, or the model's
+      replica router: Kubernetes (or the router's pod watch) takes an unready replica out of it, and a Service with
+      none refuses connections, which LiteLLM never cools down for.
       What would put a deployment in cooldown is an answer to one caller's request (a 404 for a route the server
       lacks, a 429, a 500 on a malformed input), and a cooled-down tier fails every other key's requests too."""
     no_retry = {f"{kind}Retries": 0 for kind in ("BadRequestError", "AuthenticationError", "TimeoutError",
