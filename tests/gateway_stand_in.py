@@ -31,6 +31,8 @@ SLOW_SECONDS = 6
 PACED_SECONDS = 0.05
 """A server's own time for a short answer, which `make bench-gateway` subtracts from what it measures."""
 MARKERS = (400, 404, 429, 500)
+DIE_AFTER_SECONDS = 0.2
+"""How long a `DIE` stream waits after its last chunk before dropping the connection."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,10 @@ class _StandIn(BaseHTTPRequestHandler):
                      "choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
             chunk(f"data: {json.dumps(delta)}\n\n")
         if dies:
+            # The chunks reach the client before the connection drops: a FIN that arrives in the same read as the
+            # last chunk can make the client's HTTP parser fail before it hands that chunk on (seen: 2 of 3
+            # delivered, once in a CI run), which would test the client's parser rather than the gateway.
+            time.sleep(DIE_AFTER_SECONDS)
             self.close_connection = True
             self.connection.shutdown(2)
             return
