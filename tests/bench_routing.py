@@ -151,7 +151,7 @@ def run(name: str, urls: list[str], servers: list[Server], aiperf: Path) -> Resu
                   statistics.mean(later), statistics.quantiles(later, n=10, method="inclusive")[8],
                   summary["request_throughput"]["avg"],
                   [round(a["requests"] - b["requests"]) for a, b in zip(after, before, strict=True)],
-                  int(summary.get("error_summary") and sum(e.get("count", 0) for e in summary["error_summary"]) or 0))
+                  sum(e.get("count", 0) for e in summary.get("error_summary") or []))
 
 
 def table(results: list[Result]) -> str:

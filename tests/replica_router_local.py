@@ -18,7 +18,7 @@ from components.serving import replica_router
 from tests.servers import Server, free_port, fresh_folder, start
 
 ROUTER = Path(sys.executable).parent / "vllm-router"
-DISCOVERY_FLAGS = {"--service-discovery-namespace": 1, "--service-discovery-port": 1}
+DISCOVERY_FLAGS = {"--service-discovery", "--service-discovery-namespace", "--service-discovery-port", "--selector"}
 STARTUP_SECONDS = 60
 NO_CLUSTER = {"KUBECONFIG": "/nonexistent/kubeconfig", "KUBERNETES_SERVICE_HOST": "", "KUBERNETES_SERVICE_PORT": ""}
 
@@ -33,31 +33,26 @@ class LocalRouter:
         return self.server.url
 
 
+def without_discovery(rendered: list[str]) -> list[str]:
+    """The rendered arguments less pod discovery: its switch, namespace, port and selector terms."""
+    args, skipping = [], False
+    for arg in rendered:
+        if arg.startswith("--"):
+            skipping = arg in DISCOVERY_FLAGS
+        if not skipping:
+            args.append(arg)
+    return args
+
+
 def local_args(rendered: list[str], port: int, metrics_port: int, workers: list[str]) -> list[str]:
     """The rendered arguments on loopback ports, with `workers` instead of discovery (or, with none, discovery as
     rendered: outside a cluster it finds nothing)."""
-    args, i = [], 0
-    while workers and i < len(rendered):
-        flag = rendered[i]
-        if flag in DISCOVERY_FLAGS:
-            i += 1 + DISCOVERY_FLAGS[flag]
-            continue
-        if flag == "--selector":
-            i += 1
-            while i < len(rendered) and not rendered[i].startswith("--"):
-                i += 1
-            continue
-        if flag == "--service-discovery":
-            i += 1
-            continue
-        args.append(flag)
-        i += 1
-    args = args if workers else list(rendered)
+    args = without_discovery(rendered) + ["--worker-urls", *workers] if workers else list(rendered)
     values = {"--host": "127.0.0.1", "--prometheus-host": "127.0.0.1", "--port": str(port),
               "--prometheus-port": str(metrics_port)}
     for flag, value in values.items():
         args[args.index(flag) + 1] = value
-    return args + (["--worker-urls", *workers] if workers else [])
+    return args
 
 
 def start_router(name: str, folder: Path, key: str, m: config.ModelDeployment, workers: list[str],
