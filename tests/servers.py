@@ -18,10 +18,20 @@ from tests.tools import stop
 LOG_TAIL_LINES = 40
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, never one this process handed out before: a port stays free until the program it
+    was chosen for binds it, and a second free_port() in between could otherwise return it again (seen in CI: two
+    routers started back to back, the second failing with "Address already in use")."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class StartupFailed(RuntimeError):
