@@ -155,20 +155,54 @@ class CostReport:
         return self.gpu_usd_per_hour(at) + Both(fixed, fixed)
 
 
-def nodes_needed(replicas: list[tuple[str, int]], gpus_per_node: int) -> int:
-    """Nodes for these (model, GPUs) replicas, first fit decreasing: a replica's GPUs share one node, and a model's
-    first two replicas need two nodes (the model servers' hostname spread, minDomains 2); later ones may share."""
-    nodes: list[tuple[int, set[str]]] = []  # (free GPUs, models on the node)
-    for model, gpus in sorted(replicas, key=lambda r: -r[1]):
-        spread = sum(1 for _, models in nodes if model in models) >= 2
-        slot = next((i for i, (free, models) in enumerate(nodes) if free >= gpus and (spread or model not in models)),
-                    None)
-        if slot is None:
-            nodes.append((gpus_per_node - gpus, {model}))
-        else:
-            free, models = nodes[slot]
-            nodes[slot] = (free - gpus, models | {model})
-    return len(nodes)
+Demand = tuple[str, int, int]
+"""(model, GPUs per replica, replicas) for one model in one pool."""
+
+
+def nodes_needed(demand: list[Demand], gpus_per_node: int) -> int:
+    """Nodes for these replicas, first fit decreasing: a replica's GPUs share one node, and a model's first two
+    replicas need two nodes (the model servers' hostname spread, minDomains 2); later ones may share. The work
+    grows with the number of models, not replicas: nodes in the same state are kept as one run with a count."""
+    runs: list[tuple[int, frozenset[str], int]] = []  # (free GPUs, models on each node, nodes), in opening order
+    for model, gpus, replicas in sorted(demand, key=lambda d: -d[1]):
+        for _ in range(min(replicas, 2)):
+            _first_fit(runs, model, gpus, 1, gpus_per_node, beside_itself=False)
+        if replicas > 2:
+            _first_fit(runs, model, gpus, replicas - 2, gpus_per_node, beside_itself=True)
+    return sum(nodes for _, _, nodes in runs)
+
+
+def _first_fit(runs: list[tuple[int, frozenset[str], int]], model: str, gpus: int, replicas: int, gpus_per_node: int,
+               beside_itself: bool) -> None:
+    """Place `replicas` replicas one by one on the first node with room (and, unless beside_itself, without the
+    model), opening nodes at the end: done a run at a time, which fills each node of a run in turn."""
+    i = 0
+    while replicas and i < len(runs):
+        free, models, nodes = runs[i]
+        if free < gpus or (not beside_itself and model in models):
+            i += 1
+            continue
+        split = _fill(free, models, nodes, model, gpus, replicas)
+        runs[i:i + 1] = split[0]
+        i += len(split[0])
+        replicas -= split[1]
+    if replicas:
+        opened = _fill(gpus_per_node, frozenset(), replicas, model, gpus, replicas)[0]
+        runs.extend(run for run in opened if model in run[1])  # not the nodes it did not need
+
+
+def _fill(free: int, models: frozenset[str], nodes: int, model: str, gpus: int, replicas: int):
+    """A run of `nodes` nodes with `free` GPUs each, after up to `replicas` replicas fill them in order: the runs
+    it becomes, and how many replicas it took."""
+    each = free // gpus
+    taken = min(replicas, each * nodes)
+    full, rest = divmod(taken, each)
+    split = [(free - each * gpus, models | {model}, full)] if full else []
+    if rest:
+        split.append((free - rest * gpus, models | {model}, 1))
+    if nodes - full - (1 if rest else 0):
+        split.append((free, models, nodes - full - (1 if rest else 0)))
+    return split, taken
 
 
 def node_prices(instance: InstanceType, region: str, spot: bool) -> Both | None:
@@ -178,18 +212,19 @@ def node_prices(instance: InstanceType, region: str, spot: bool) -> Both | None:
     return Both(on_demand, spot_estimate(instance.name, region) if spot else on_demand)
 
 
-def pool_cost(pool: PoolSpec, replicas: list[tuple[str, int]], region: str) -> PoolCost:
-    """The pool's cheapest single-type packing of these (model, GPUs) replicas (on-demand prices decide)."""
-    if not replicas:
+def pool_cost(pool: PoolSpec, demand: list[Demand], region: str) -> PoolCost:
+    """The pool's cheapest single-type packing of these replicas (on-demand prices decide)."""
+    demand = [d for d in demand if d[2] > 0]
+    if not demand:
         return PoolCost(pool.key, None, 0, 0, 0, ZERO)
-    used = sum(gpus for _, gpus in replicas)
+    used = sum(gpus * replicas for _, gpus, replicas in demand)
     best: PoolCost | None = None
     for name in sorted(pool.instance_types):
         instance = INSTANCE_TYPES.get(name)
         each = node_prices(instance, region, pool.spot) if instance else None
-        if each is None or instance.gpus < max(gpus for _, gpus in replicas):
+        if each is None or instance.gpus < max(gpus for _, gpus, _ in demand):
             continue
-        nodes = nodes_needed(replicas, instance.gpus)
+        nodes = nodes_needed(demand, instance.gpus)
         candidate = PoolCost(pool.key, name, nodes, used, nodes * instance.gpus, each.times(nodes))
         if best is None or candidate.usd_per_hour.on_demand < best.usd_per_hour.on_demand:
             best = candidate
@@ -243,9 +278,9 @@ def estimate(models: list[ModelDemand], pools: list[PoolSpec], fixed: FixedSpec)
     by_pool: tuple[list[PoolCost], list[PoolCost]] = ([], [])
     for at, replicas_of in enumerate((lambda m: m.min_replicas, lambda m: m.max_replicas)):
         for pool in pools:
-            demand = [(m.key, m.gpus_per_replica) for m in models if m.pool == pool.key for _ in range(replicas_of(m))]
+            demand = [(m.key, m.gpus_per_replica, replicas_of(m)) for m in models if m.pool == pool.key]
             cost = pool_cost(pool, demand, fixed.region)
-            if demand and cost.instance_type is None:
+            if any(replicas for _, _, replicas in demand) and cost.instance_type is None:
                 unpriced.append(f"GPU pool {pool.key}: no catalog price for {', '.join(pool.instance_types)} "
                                 f"in {fixed.region}")
             by_pool[at].append(cost)

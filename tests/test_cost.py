@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+import time
 from dataclasses import replace
 
 import pytest
@@ -16,24 +18,57 @@ from tests.conftest import Rendered
 REGION = "us-east-1"
 
 
-@pytest.mark.parametrize("replicas, per_node, nodes", [
+@pytest.mark.parametrize("demand, per_node, nodes", [
     ([], 8, 0),
-    ([("a", 1)], 1, 1),
-    ([("a", 1), ("b", 1), ("c", 1)], 1, 3),
-    ([("a", 4), ("b", 4), ("c", 1)], 8, 2),  # two TP-4 servers of different models fill one node
-    ([("a", 4), ("a", 4)], 8, 2),  # two of one model: the hostname spread needs two nodes
-    ([("a", 4), ("a", 4), ("a", 4), ("a", 4)], 8, 2),  # from the third replica on, they may share
-    ([("a", 4), ("c", 1), ("a", 4), ("c", 1), ("d", 1), ("e", 1), ("f", 1)], 8, 2),
-    ([("a", 8), ("a", 8)], 8, 2),
-    ([("a", 2), ("b", 2), ("c", 2), ("d", 2), ("e", 1)], 4, 3),
+    ([("a", 1, 1)], 1, 1),
+    ([("a", 1, 1), ("b", 1, 1), ("c", 1, 1)], 1, 3),
+    ([("a", 4, 1), ("b", 4, 1), ("c", 1, 1)], 8, 2),  # two TP-4 servers of different models fill one node
+    ([("a", 4, 2)], 8, 2),  # two of one model: the hostname spread needs two nodes
+    ([("a", 4, 4)], 8, 2),  # from the third replica on, they may share
+    ([("a", 4, 2), ("c", 1, 2), ("d", 1, 1), ("e", 1, 1), ("f", 1, 1)], 8, 2),
+    ([("a", 8, 2)], 8, 2),
+    ([("a", 2, 1), ("b", 2, 1), ("c", 2, 1), ("d", 2, 1), ("e", 1, 1)], 4, 3),
+    ([("a", 1, 2**31 - 1)], 8, 268_435_456),  # an int32 of replicas: counted, not listed one by one
+    ([("a", 3, 5), ("b", 2, 7)], 8, 4),
 ])
-def test_replicas_pack_first_fit_decreasing_spread_and_never_split_across_nodes(replicas, per_node, nodes):
-    assert cost.nodes_needed(replicas, per_node) == nodes
+def test_replicas_pack_first_fit_decreasing_spread_and_never_split_across_nodes(demand, per_node, nodes):
+    assert cost.nodes_needed(demand, per_node) == nodes
+
+
+def _one_by_one(demand: list[tuple[str, int, int]], per_node: int) -> int:
+    """The packing rule stated replica by replica (what nodes_needed computes a run of nodes at a time)."""
+    nodes: list[tuple[int, set[str]]] = []
+    for model, gpus in sorted(((m, g) for m, g, n in demand for _ in range(n)), key=lambda r: -r[1]):
+        spread = sum(1 for _, models in nodes if model in models) >= 2
+        slot = next((i for i, (free, models) in enumerate(nodes) if free >= gpus and (spread or model not in models)),
+                    None)
+        if slot is None:
+            nodes.append((per_node - gpus, {model}))
+        else:
+            nodes[slot] = (nodes[slot][0] - gpus, nodes[slot][1] | {model})
+    return len(nodes)
+
+
+def test_packing_by_runs_equals_packing_replica_by_replica():
+    rng = random.Random(25)
+    for _ in range(3000):
+        per_node = rng.choice([1, 2, 4, 8])
+        demand = [(f"m{i}", rng.choice([g for g in (1, 2, 3, 4, 8) if g <= per_node]), rng.randint(0, 12))
+                  for i in range(rng.randint(0, 5))]
+        assert cost.nodes_needed(demand, per_node) == _one_by_one(demand, per_node), (demand, per_node)
+
+
+def test_the_cost_model_prices_int32_replicas_in_bounded_time():
+    pool = cost.PoolSpec("small", ["g6.xlarge", "g6.12xlarge", "g6.48xlarge"], spot=True)
+    started = time.perf_counter()
+    priced = cost.pool_cost(pool, [("a", 1, 2**31 - 1), ("b", 4, 2**31 - 1)], REGION)
+    assert time.perf_counter() - started < 1
+    assert priced.gpus_used == 5 * (2**31 - 1)
 
 
 def test_a_pool_takes_its_cheapest_packing_and_prices_spot_only_when_it_may_use_spot():
     pool = cost.PoolSpec("large", ["p4de.24xlarge", "p5.48xlarge"], spot=True)
-    replicas = [("llama-70b", 4), ("llama-70b", 4), ("tgi", 1)]
+    replicas = [("llama-70b", 4, 2), ("tgi", 1, 1)]
     chosen = cost.pool_cost(pool, replicas, REGION)
     assert (chosen.instance_type, chosen.nodes, chosen.gpus_used, chosen.gpus_total) == ("p4de.24xlarge", 2, 9, 16)
     assert chosen.usd_per_hour.on_demand == pytest.approx(2 * on_demand_price("p4de.24xlarge", REGION))
@@ -45,8 +80,8 @@ def test_a_pool_takes_its_cheapest_packing_and_prices_spot_only_when_it_may_use_
 
 def test_small_replicas_go_on_small_nodes_and_big_ones_skip_nodes_too_small():
     pool = cost.PoolSpec("small", ["g6.xlarge", "g6.12xlarge", "g6.48xlarge"], spot=True)
-    assert cost.pool_cost(pool, [("a", 1), ("a", 1)], REGION).instance_type == "g6.xlarge"
-    four = cost.pool_cost(pool, [("b", 4)], REGION)
+    assert cost.pool_cost(pool, [("a", 1, 2)], REGION).instance_type == "g6.xlarge"
+    four = cost.pool_cost(pool, [("b", 4, 1)], REGION)
     assert (four.instance_type, four.nodes) == ("g6.12xlarge", 1)  # g6.xlarge has one GPU
     assert cost.pool_cost(pool, [], REGION).nodes == 0
 
