@@ -91,33 +91,50 @@ class ModelConfigError(ValueError):
     """A `config.json` the planner cannot read; the message names the missing or bad key."""
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config.json is a few KiB; reading stops past 1 MiB (a path such as /dev/zero would never end)."""
+_LARGEST_COUNT = 2**31 - 1
+
+
 def from_hf_config(config: dict, name: str = "custom") -> ModelArch:
     """Read a Hugging Face `config.json` (already parsed). Multimodal configs nest the language model under
     `text_config`; that part is what the KV cache and most of the weights belong to."""
-    cfg = config.get("text_config", config)
+    cfg = config.get("text_config", config) if isinstance(config, dict) else None
+    if not isinstance(cfg, dict):
+        raise ModelConfigError("config.json must be a JSON object (and text_config, if present, one too)")
     missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                            "vocab_size") if k not in cfg]
     if missing:
         raise ModelConfigError(f"config.json lacks {', '.join(missing)}; is it a decoder-only language model?")
-    num_experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
-    quant = (cfg.get("quantization_config") or config.get("quantization_config") or {}).get("quant_method", "none")
+
+    def count(key: str, default: object = None, least: int = 1) -> int:
+        value = cfg.get(key)
+        value = default if value is None else value
+        if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= _LARGEST_COUNT:
+            raise ModelConfigError(f"config.json {key}: got {str(value)[:40]!r}; must be a whole number from "
+                                   f"{least} to {_LARGEST_COUNT}")
+        return value
+
+    num_experts = count("num_local_experts", cfg.get("num_experts") or 0, least=0)
+    quantization = cfg.get("quantization_config") or config.get("quantization_config") or {}
+    quant = quantization.get("quant_method", "none") if isinstance(quantization, dict) else "none"
     return ModelArch(
         name=name,
-        hf_id=cfg.get("_name_or_path", name),
-        hidden_size=int(cfg["hidden_size"]),
-        num_layers=int(cfg["num_hidden_layers"]),
-        num_attention_heads=int(cfg["num_attention_heads"]),
-        num_kv_heads=int(cfg.get("num_key_value_heads") or cfg["num_attention_heads"]),
-        intermediate_size=int(cfg["intermediate_size"]),
-        vocab_size=int(cfg["vocab_size"]),
-        max_position_embeddings=int(cfg.get("max_position_embeddings", 4096)),
-        head_dim=int(cfg.get("head_dim") or 0),
+        hf_id=str(cfg.get("_name_or_path", name))[:200],
+        hidden_size=count("hidden_size"),
+        num_layers=count("num_hidden_layers"),
+        num_attention_heads=count("num_attention_heads"),
+        num_kv_heads=count("num_key_value_heads", cfg["num_attention_heads"]),
+        intermediate_size=count("intermediate_size"),
+        vocab_size=count("vocab_size"),
+        max_position_embeddings=count("max_position_embeddings", 4096),
+        head_dim=count("head_dim", 0, least=0),
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", config.get("tie_word_embeddings", False))),
         qkv_bias=bool(cfg.get("attention_bias", False)) or cfg.get("model_type") == "qwen2",
         qk_norm=cfg.get("model_type") in ("qwen3", "qwen3_moe"),
         num_experts=num_experts,
-        experts_per_token=int(cfg.get("num_experts_per_tok") or 0) if num_experts else 0,
-        moe_intermediate_size=int(cfg.get("moe_intermediate_size") or cfg["intermediate_size"]) if num_experts else 0,
+        experts_per_token=count("num_experts_per_tok", 0, least=0) if num_experts else 0,
+        moe_intermediate_size=count("moe_intermediate_size", cfg["intermediate_size"]) if num_experts else 0,
         checkpoint_quantization={"fp8": "fp8", "awq": "awq", "gptq": "gptq"}.get(quant, "none"),
     )
 
@@ -128,9 +145,16 @@ def load_model(name: str | None = None, config_path: str | Path | None = None) -
     if config_path is not None:
         path = Path(config_path)
         try:
-            return from_hf_config(json.loads(path.read_text()), name=path.parent.name or "custom")
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelConfigError(f"cannot read model config {path}: {e}") from None
+            with path.open("rb") as file:
+                data = file.read(MAX_CONFIG_BYTES + 1)
+            if len(data) > MAX_CONFIG_BYTES:
+                raise ModelConfigError(f"model config {path} is larger than {MAX_CONFIG_BYTES} bytes; is it a "
+                                       "config.json?")
+            return from_hf_config(json.loads(data), name=path.parent.name or "custom")
+        except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            if isinstance(e, ModelConfigError):
+                raise
+            raise ModelConfigError(f"cannot read model config {path}: {str(e)[:200]}") from None
     if name not in MODELS:
         raise ModelConfigError(f"unknown model {name!r}; allowed: {', '.join(MODELS)}")
     return MODELS[name]

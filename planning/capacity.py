@@ -166,6 +166,12 @@ class InputProblem:
         return f"{self.field} {self.value!r}: {self.why}"
 
 
+MAX_GPU_MEMORY_GIB = 4096
+"""A ceiling on one GPU's memory, far above any catalog GPU (B200: 179 GiB): it keeps the arithmetic finite."""
+MAX_NUM_SEQS = 65_536
+"""The same ceiling config/schema.py puts on models.<key>.maxNumSeqs."""
+
+
 def validate(req: SizingRequest) -> list[InputProblem]:
     """Every problem with a request, each naming the input, its value and what is allowed."""
     m, tp = req.model, req.tensor_parallel_size
@@ -183,14 +189,16 @@ def validate(req: SizingRequest) -> list[InputProblem]:
     elif tp > m.num_kv_heads and tp % m.num_kv_heads:
         bad("tensor_parallel_size", f"above {m.name}'s {m.num_kv_heads} KV heads it must be a multiple of them "
                                     "(vLLM replicates KV heads across ranks)")
-    if req.gpu_memory_gib <= 0:
-        bad("gpu_memory_gib", "must be positive")
+    if not 0 < req.gpu_memory_gib <= MAX_GPU_MEMORY_GIB:  # also refuses nan and inf
+        bad("gpu_memory_gib", f"must be more than 0 and at most {MAX_GPU_MEMORY_GIB} GiB")
     if not 0 < req.gpu_memory_utilization <= 1:
         bad("gpu_memory_utilization", "must be in (0, 1]")
     for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
         value = getattr(req, name)
         if value is not None and value <= 0:
             bad(name, "must be a positive integer")
+    if req.max_num_seqs is not None and req.max_num_seqs > MAX_NUM_SEQS:
+        bad("max_num_seqs", f"must be at most {MAX_NUM_SEQS:,} (vLLM sizes per-sequence buffers by it at start)")
     if req.max_model_len is not None and req.max_model_len > m.max_position_embeddings:
         bad("max_model_len", f"above {m.name}'s max_position_embeddings ({m.max_position_embeddings}); vLLM "
                              "refuses it without rope scaling")

@@ -66,6 +66,10 @@ def test_recommend_lists_instances_cheapest_first_with_the_tp_they_need(capsys):
     (["--model", "llama-3.1-8b", "--gpu", "V100"], "--gpu 'V100': unknown GPU; allowed: A10G"),
     (["--model", "llama-3.1-70b", "--gpu", "H100-80GB", "--tp", "3"], "--tp 3: must divide"),
     (["--model", "llama-3.1-8b", "--gpu-memory-gib", "0"], "--gpu-memory-gib 0.0: must be positive"),
+    (["--model", "llama-3.1-8b", "--gpu-memory-gib", "nan"], "--gpu-memory-gib nan: must be more than 0 and at most"),
+    (["--model", "llama-3.1-8b", "--gpu-memory-gib", "1e308"], "at most 4096 GiB"),
+    (["--model", "llama-3.1-8b", "--gpu", "L4", "--max-num-seqs", "10000000000"], "must be at most 65,536"),
+    (["--model-config", "/dev/zero", "--gpu", "L4"], "is larger than 1048576 bytes"),
     (["--model", "llama-3.1-8b", "--gpu", "H100-80GB", "--max-model-len", "-5"], "--max-model-len -5: must be"),
     (["--model", "llama-3.1-8b"], "give --gpu NAME or --gpu-memory-gib N"),
     (["--model", "llama-3.1-8b", "--recommend", "--max-model-len", "999999"], "above llama-3.1-8b's max_position"),
@@ -76,3 +80,20 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(capsys, args, message
     assert code == 2
     assert message in err
     assert "Traceback" not in err and out == ""
+
+
+@pytest.mark.parametrize(("config_json", "message"), [
+    ("[1]", "config.json must be a JSON object"),
+    ('{"hidden_size": "x", "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 4, '
+     '"vocab_size": 10}', "config.json hidden_size: got 'x'; must be a whole number from 1"),
+    ('{"hidden_size": 0, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 4, '
+     '"vocab_size": 10}', "config.json hidden_size: got '0'"),
+    ('{"hidden_size": 1e400, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 4, '
+     '"vocab_size": 10}', "config.json hidden_size: got 'inf'"),
+    ("[" * 100_000, "cannot read model config"),
+])
+def test_a_hostile_config_json_is_an_error_not_a_traceback_or_a_hang(capsys, tmp_path, config_json, message):
+    path = tmp_path / "config.json"
+    path.write_text(config_json)
+    code, out, err = run(capsys, "--model-config", str(path), "--gpu", "L4")
+    assert (code, out) == (2, "") and message in err, err

@@ -185,7 +185,7 @@ def test_fp8_kv_cache_doubles_capacity():
 @pytest.mark.parametrize("changes, message", [
     ({"tensor_parallel_size": 3}, "tensor_parallel_size 3: must divide llama-3.1-8b's 32 attention heads"),
     ({"tensor_parallel_size": 0}, "tensor_parallel_size 0: must be a positive integer"),
-    ({"gpu_memory_gib": -1.0}, "gpu_memory_gib -1.0: must be positive"),
+    ({"gpu_memory_gib": -1.0}, "gpu_memory_gib -1.0: must be more than 0"),
     ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization 1.5: must be in (0, 1]"),
     ({"max_model_len": 0}, "max_model_len 0: must be a positive integer"),
     ({"max_model_len": 200000}, "above llama-3.1-8b's max_position_embeddings (131072)"),
