@@ -39,7 +39,7 @@ define install_venv
 	touch $@
 endef
 
-.PHONY: venv tools plan test test-upstream upstream-lock e2e bench bench-lock bench-gateway lint scan accuracy pulumi-deps clean
+.PHONY: venv tools plan test test-upstream upstream-lock e2e bench bench-lock bench-gateway fuzz lint scan accuracy pulumi-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(call install_venv,$(VENV),-r requirements-dev.txt)
@@ -137,6 +137,14 @@ bench-lock:
 # build/bench-gateway/report.md.
 bench-gateway: $(STAMP)
 	$(BIN)/python -m tests.gateway_capacity
+
+# The stack-file fuzz test (tests/test_config_fuzz.py) with more examples than `make test` runs, and fresh ones each
+# run (hypothesis prints how to reproduce a failure). Its summary: build/fuzz/report.json.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	LLM_PLATFORM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) LLM_PLATFORM_FUZZ_RANDOM=1 \
+		$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_config_fuzz.py
+	cat build/fuzz/report.json
 
 # ruff for the Python; actionlint (with shellcheck for run: scripts) for the GitHub workflows.
 lint: $(STAMP)

@@ -6,13 +6,16 @@ import ipaddress
 import re
 from dataclasses import replace
 
+from catalog.aws import CACHE_ENGINE_VERSIONS
 from catalog.engines import NEEDS_QUANTIZED_CHECKPOINT, TGI_QUANTIZE, VLLM_QUANTIZATION, vllm_extra_arg_problems
 from catalog.instances import SPOT_INTERRUPTION_NOTICE_SECONDS, types_in_pool
 from catalog.models import MODELS
-from config.errors import Problem
+from config.errors import HIDDEN, Problem
 from config.schema import (
     DNS_LABEL,
+    PATTERN_WORDS,
     PRE_STOP_SLEEP_SECONDS,
+    SERVICE_NAME,
     TERMINATION_MARGIN_SECONDS,
     TIERS,
     ModelDeployment,
@@ -29,7 +32,14 @@ RESERVED_LABEL_PREFIXES = ("karpenter.sh/", "karpenter.k8s.aws/", "kubernetes.io
 
 def check(cfg: StackConfig) -> list[Problem]:
     return [*_check_cluster(cfg), *_check_pools(cfg), *_check_tags(cfg), *_check_models(cfg), *_check_serving(cfg),
-            *_check_monitoring(cfg), *_check_gateway(cfg)]
+            *_check_monitoring(cfg), *_check_gateway(cfg), *_check_redis(cfg)]
+
+
+# Model names the gateway gives a meaning of its own: the complexity router (components/edge/gateway.py AUTO), the
+# tier groups and the grant of everything. A model key equal to one would be listed twice in LiteLLM's config.
+RESERVED_MODEL_NAMES = ("auto", *TIERS, "*")
+ROUTER_SUFFIX = "-router"
+"""A routed model's router Service is <key>-router (components/serving/replica_router.py name())."""
 
 
 # Each alert receiver's secret: why a stack needs it, and an example value.
@@ -69,12 +79,29 @@ def missing_secrets(cfg: StackConfig, secrets_set: set[str]) -> list[Problem]:
     """Secrets a stack needs but has not set, and key values with no `gateway.keys` entry. Checked at load, so
     `pulumi up` stops before creating anything. `secrets_set` holds secret keys and `gatewayKeys.<name>` paths."""
     problems = [Problem(key, None, why) for key, why in required_secrets(cfg).items() if key not in secrets_set]
-    for path in sorted(secrets_set):
-        name = path.removeprefix(f"{GATEWAY_KEYS}.")
-        if path.startswith(f"{GATEWAY_KEYS}.") and name not in cfg.gateway.keys:
-            problems.append(Problem(path, "[secret]", f"has no gateway.keys.{name} entry (its models and limits); "
-                                    f"declared keys: {', '.join(cfg.gateway.keys) or 'none'}"))
-    return problems
+    names = {path.removeprefix(f"{GATEWAY_KEYS}.") for path in secrets_set if path.startswith(f"{GATEWAY_KEYS}.")}
+    return problems + key_value_problems(cfg, names)
+
+
+def key_value_problems(cfg: StackConfig, names: set[str]) -> list[Problem]:
+    """Client key values (gatewayKeys.<name>) with no gateway.keys entry to give them models and limits."""
+    return [Problem(f"{GATEWAY_KEYS}.{name}", HIDDEN, f"has no gateway.keys.{name} entry (its models and limits); "
+                                                      f"declared keys: {', '.join(cfg.gateway.keys) or 'none'}")
+            for name in sorted(names) if name not in cfg.gateway.keys]
+
+
+# ElastiCache's AUTH token rule: 16 to 128 printable ASCII characters other than space, '/', '"' and '@'.
+# Source: docs.aws.amazon.com/AmazonElastiCache/latest/dg/auth.html; checked 2026-12-02.
+REDIS_AUTH_TOKEN = r'^[!#-.0-?A-~]{16,128}$'
+
+
+def redis_auth_token_problems(token: str | None) -> list[Problem]:
+    """The token's value is never shown; only what is wrong with it."""
+    if token is None or re.fullmatch(REDIS_AUTH_TOKEN, token):
+        return []
+    return [Problem("redisAuthToken", HIDDEN, f"ElastiCache refuses it: it has {len(token)} characters; allowed: "
+                                              "16 to 128 printable ASCII characters other than space, '/', '\"' and "
+                                              "'@' (e.g. $(openssl rand -hex 32))")]
 
 
 def nodepool_names(pool: str, capacity_types: list[str]) -> list[str]:
@@ -168,8 +195,15 @@ def _check_models(cfg: StackConfig) -> list[Problem]:
     problems: list[Problem] = []
     for key, m in cfg.models.items():
         path = f"models.{key}"
-        if not re.fullmatch(DNS_LABEL, key):
-            problems.append(Problem(path, key, "model keys must be DNS labels: lowercase letters, digits and '-', at most 32 characters"))
+        if not re.fullmatch(SERVICE_NAME, key):
+            problems.append(Problem(path, key, f"a model key names its Kubernetes Service: {PATTERN_WORDS[SERVICE_NAME]}"))
+        if key in RESERVED_MODEL_NAMES:
+            problems.append(Problem(path, key, f"is a name the gateway reserves ({', '.join(RESERVED_MODEL_NAMES)}: the "
+                                               "complexity router, the tiers and the grant of everything); rename it"))
+        if key.endswith(ROUTER_SUFFIX) and key.removesuffix(ROUTER_SUFFIX) in cfg.models \
+                and cfg.models[key.removesuffix(ROUTER_SUFFIX)].routed:
+            problems.append(Problem(path, key, f"is the name of model '{key.removesuffix(ROUTER_SUFFIX)}'s replica "
+                                               "router Service; rename it"))
         if m.min_replicas > m.max_replicas:
             problems.append(Problem(f"{path}.minReplicas", m.min_replicas, f"must not exceed maxReplicas ({m.max_replicas})"))
         triggers = m.autoscaling
@@ -183,6 +217,12 @@ def _check_models(cfg: StackConfig) -> list[Problem]:
             problems.append(Problem(f"{path}.gpuPool", m.gpu_pool, f"allowed: {', '.join(cfg.gpu_pools)}"))
         if m.model in MODELS and m.gpu_pool in cfg.gpu_pools:
             problems.extend(_check_fit(path, m, cfg.gpu_pools[m.gpu_pool]))
+        if m.gpu_pool in cfg.gpu_pools and m.max_replicas * m.tensor_parallel_size > cfg.gpu_pools[m.gpu_pool].gpu_limit:
+            limit = cfg.gpu_pools[m.gpu_pool].gpu_limit
+            problems.append(Problem(f"{path}.maxReplicas", m.max_replicas, (
+                f"{m.max_replicas} replicas x tensorParallelSize {m.tensor_parallel_size} need "
+                f"{m.max_replicas * m.tensor_parallel_size:,} GPUs, more than gpuPools.{m.gpu_pool}.gpuLimit ({limit}) "
+                f"lets one NodePool launch; use at most {limit // m.tensor_parallel_size} or raise gpuLimit")))
         if m.gpu_pool in cfg.gpu_pools and "spot" in cfg.gpu_pools[m.gpu_pool].capacity_types \
                 and m.drain_seconds > MAX_SPOT_DRAIN_SECONDS:
             problems.append(Problem(f"{path}.drainSeconds", m.drain_seconds, (
@@ -312,3 +352,13 @@ def _check_gateway(cfg: StackConfig) -> list[Problem]:
                                     f"must be a certificate in cluster.region ({cfg.cluster.region}): an ALB only "
                                     "uses certificates from its own region"))
     return problems
+
+
+def _check_redis(cfg: StackConfig) -> list[Problem]:
+    r = cfg.redis
+    allowed = CACHE_ENGINE_VERSIONS[r.engine]
+    if r.engine_version is not None and r.engine_version not in allowed:
+        return [Problem("redis.engineVersion", r.engine_version,
+                        f"allowed for {r.engine}: {', '.join(allowed)} (versions whose parameter group family, "
+                        f"{r.engine}<major>, this program renders)")]
+    return []

@@ -11,18 +11,20 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from catalog.aws import CACHE_NODE_TYPES, REGIONS, SYSTEM_INSTANCE_TYPES
 from catalog.instances import INSTANCE_FAMILIES, INSTANCE_TYPES
 from catalog.models import MODELS
 from catalog.versions import KUBERNETES_VERSIONS
+from config.errors import did_you_mean
+from planning.capacity import MAX_NUM_SEQS
 
 # Karpenter v1 duration and budget formats, from the karpenter.sh_nodepools CRD (v1.14.1).
 DURATION_OR_NEVER = r"^(([0-9]+(s|m|h))+|Never)$"
 DURATION = r"^([0-9]+(s|m|h))+$"
 BUDGET_NODES = r"^((100|[0-9]{1,2})%|[0-9]+)$"
-# Region names are checked by shape, so a region launched after this was written is still accepted.
-REGION = r"^(us|eu|ap|sa|ca|me|af|il|mx)(-gov)?-(north|south|east|west|central|northeast|southeast|northwest|southwest)-[0-9]$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$"
-EC2_INSTANCE_TYPE = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
+# A Service name (RFC 1035 label): a model key names the model's Service, which must start with a letter.
+SERVICE_NAME = r"^[a-z]([-a-z0-9]{0,30}[a-z0-9])?$"
 HF_REPO = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
 IAM_PRINCIPAL_ARN = r"^arn:aws(-cn|-us-gov)?:(iam|sts)::[0-9]{12}:(role|user|assumed-role)/.+$"
 # Prometheus duration, as its --storage.tsdb.retention.time flag takes it.
@@ -32,8 +34,35 @@ SLACK_CHANNEL = r"^[#@]?[a-z0-9][a-z0-9._-]{0,79}$"
 ACM_CERTIFICATE_ARN = r"^arn:aws(-cn|-us-gov)?:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]{36}$"
 ROUTE53_ZONE_ID = r"^Z[A-Z0-9]{1,31}$"
 DNS_NAME = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
-# ElastiCache node types are cache.<family>.<size>; an EC2 type such as m7g.large is not one.
-CACHE_NODE_TYPE = r"^cache\.[a-z][a-z0-9-]*\.[a-z0-9]+$"
+ENGINE_VERSION = r"^[0-9]+\.[0-9]+$"
+AMI_VERSION = r"^(latest|v[0-9][0-9.]*)$"
+REVISION = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
+CLUSTER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+# What each pattern above allows, in words: an error shows these, never the regular expression.
+PATTERN_WORDS = {
+    DURATION_OR_NEVER: "a duration like 30s, 15m, 720h or 1h30m, or Never",
+    DURATION: "a duration like 30s, 15m or 1h30m",
+    BUDGET_NODES: "a share of nodes like 10% (0-100%) or a node count like 2",
+    DNS_LABEL: "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 32 characters",
+    SERVICE_NAME: "lowercase letters, digits and '-', starting with a letter and ending with a letter or digit, at "
+                  "most 32 characters",
+    HF_REPO: "a Hugging Face repository id like meta-llama/Llama-3.1-8B-Instruct",
+    IAM_PRINCIPAL_ARN: "an IAM role or user ARN like arn:aws:iam::123456789012:role/admins",
+    PROMETHEUS_DURATION: "a duration like 15d, 12h or 2w",
+    SLACK_CHANNEL: "a channel like #llm-alerts (lowercase letters, digits, '.', '_' and '-')",
+    ACM_CERTIFICATE_ARN: "an ACM certificate ARN like arn:aws:acm:us-east-1:123456789012:certificate/<uuid>",
+    ROUTE53_ZONE_ID: "a hosted zone id like Z0123456789ABCDEFGHIJ",
+    DNS_NAME: "a lowercase DNS name like llm.example.com",
+    ENGINE_VERSION: "a major.minor version like 8.2",
+    AMI_VERSION: "latest or a release like v20251103",
+    REVISION: "a branch, tag or commit like main or v1.0 (letters, digits, '.', '_', '-' and '/')",
+    CLUSTER_NAME: "letters, digits, '_' and '-', starting with a letter or digit, at most 63 characters",
+}
+INT32_MAX = 2**31 - 1
+"""Replica counts land in Kubernetes int32 fields (Deployment, ScaledObject)."""
+MAX_GPU_LIMIT = 10_000
+"""This program's ceiling on a pool's gpuLimit: far beyond any one account's GPU quota, and it bounds the cost
+model's and the NodePools' numbers."""
 TIERS = ("fast", "balanced", "quality")
 # A model server's shutdown: load balancers and endpoints stop sending to a terminating pod during the preStop
 # sleep; the engine then drains for drainSeconds; the margin lets it exit before the kubelet's SIGKILL.
@@ -42,57 +71,75 @@ TERMINATION_MARGIN_SECONDS = 15
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    # strict: a number is a number and a boolean is true or false; "8", yes, on and 1 are not coerced (Pulumi reads
+    # YAML 1.2, where yes and on are text). allow_inf_nan: .inf and 1e309 are not thresholds.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True,
+                              strict=True, allow_inf_nan=False)
 
 
 class SystemNodeGroup(_Model):
     """The managed node group that runs controllers (Karpenter, CoreDNS, add-ons); never model servers."""
 
-    instance_types: list[Annotated[str, Field(pattern=EC2_INSTANCE_TYPE)]] = Field(
-        default_factory=lambda: ["m7i.large", "m6i.large"], min_length=1
-    )
-    """Default m7i.large, m6i.large: two families so one sold-out family does not block node replacement."""
-    min_size: int = Field(default=2, ge=1)
-    """Default 2: Karpenter runs two replicas with hard anti-affinity; excludes 0 (nothing could schedule it)."""
-    desired_size: int = Field(default=2, ge=1)
-    max_size: int = Field(default=4, ge=1)
+    instance_types: list[str] = Field(default_factory=lambda: ["m7i.large", "m6i.large"], min_length=1,
+                                      max_length=10)
+    """Default m7i.large, m6i.large: two families so one sold-out family does not block node replacement. x86_64
+    types from large up (catalog/aws.py SYSTEM_INSTANCE_TYPES): the group runs the AL2023 x86_64 AMI."""
+    min_size: int = Field(default=2, ge=1, le=100)
+    """Default 2: Karpenter runs two replicas with hard anti-affinity; excludes 0 (nothing could schedule it).
+    At most 100 (this program's ceiling: system nodes run controllers, not models)."""
+    desired_size: int = Field(default=2, ge=1, le=100)
+    max_size: int = Field(default=4, ge=1, le=100)
     disk_size_gib: int = Field(default=50, ge=20, le=1000)
     capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
     """Default ON_DEMAND: losing the node that runs Karpenter stalls every GPU scale-up."""
 
+    @field_validator("instance_types")
+    @classmethod
+    def _known_types(cls, v: list[str]) -> list[str]:
+        return _known("system instance type", v, SYSTEM_INSTANCE_TYPES)
+
 
 class Cluster(_Model):
-    region: Annotated[str, Field(pattern=REGION)]
+    region: str
     """Required. AWS region for every resource; the program builds its own AWS provider from it."""
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")] | None = None
+    name: Annotated[str, Field(pattern=CLUSTER_NAME)] | None = None
     """EKS cluster name. Default `llm-<stack>`. Also the `karpenter.sh/discovery` tag value and the queue name."""
     kubernetes_version: str = "1.35"
     """Kubernetes minor version. Allowed: catalog.versions.KUBERNETES_VERSIONS."""
     availability_zones: int = Field(default=3, ge=2, le=6)
     """Number of AZs, from the region's first opted-in zones. Default 3; at least 2 (EKS requires two)."""
     vpc_cidr: str = "10.0.0.0/16"
-    """IPv4 VPC block, /16 to /20. Private subnets get 1/8 of it per AZ; public subnets share the last 1/8."""
+    """IPv4 VPC block, /16 to /20, inside RFC 1918 (10/8, 172.16/12, 192.168/16) or RFC 6598 (100.64/10). Private
+    subnets get 1/8 of it per AZ; public subnets share the last 1/8."""
     service_cidr: str = "172.20.0.0/16"
-    """Kubernetes Service IP range; must not overlap the VPC."""
+    """Kubernetes Service IP range, /12 to /24 inside RFC 1918 (EKS's rule); must not overlap the VPC or Docker's
+    172.17.0.0/16."""
     nat_gateways: Literal["single", "perAz"] = "perAz"
     """`perAz` (default) survives an AZ outage; `single` saves ~$32/month per extra AZ (dev)."""
     endpoint_public_access: bool = True
     """Default true so `pulumi up` from outside the VPC can reach the API; the private endpoint is always on."""
-    public_access_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    public_access_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], max_length=40)
     """CIDRs allowed to reach the public endpoint. Default everywhere (IAM still authenticates); narrow it in prod."""
-    admin_role_arns: list[Annotated[str, Field(pattern=IAM_PRINCIPAL_ARN)]] = Field(default_factory=list)
+    admin_role_arns: list[Annotated[str, Field(pattern=IAM_PRINCIPAL_ARN)]] = Field(default_factory=list, max_length=50)
     """IAM principals given cluster-admin through EKS access entries, besides the identity that runs `pulumi up`."""
     log_types: list[Literal["api", "audit", "authenticator", "controllerManager", "scheduler"]] = Field(
         default_factory=lambda: ["api", "audit", "authenticator"]
     )
     deletion_protection: bool = False
-    addon_versions: dict[str, str] = Field(default_factory=dict)
+    addon_versions: dict[str, Annotated[str, Field(max_length=64)]] = Field(default_factory=dict, max_length=20)
     """Pin EKS add-on versions by add-on name; unset add-ons get EKS's default version for the cluster version."""
     log_retention_days: Literal[30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288,
                                 3653] = 90
     """Default 90: how long the control-plane logs (CloudWatch), VPC flow logs and S3 access logs (the audit bucket)
     are kept; the values CloudWatch Logs accepts, from 30 days."""
     system_node_group: SystemNodeGroup = Field(default_factory=SystemNodeGroup)
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, v: str) -> str:
+        if v not in REGIONS:
+            raise ValueError(f"not an AWS region{did_you_mean(v, REGIONS)}; allowed: {', '.join(REGIONS)}")
+        return v
 
     @field_validator("kubernetes_version")
     @classmethod
@@ -107,8 +154,9 @@ class Cluster(_Model):
         net = _ipv4_network(v)
         if not 16 <= net.prefixlen <= 20:
             raise ValueError("must be an IPv4 block from /16 to /20")
-        if not net.is_private:
-            raise ValueError("must be a private (RFC 1918) block")
+        if not any(net.subnet_of(block) for block in (*RFC1918, RFC6598)):
+            raise ValueError("must be inside RFC 1918 (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16) or RFC 6598 "
+                             "(100.64.0.0/10); loopback, link-local and public blocks are not VPC ranges")
         return v
 
     @field_validator("service_cidr")
@@ -117,6 +165,10 @@ class Cluster(_Model):
         net = _ipv4_network(v)
         if not 12 <= net.prefixlen <= 24:
             raise ValueError("must be an IPv4 block from /12 to /24 (EKS limits)")
+        if not any(net.subnet_of(block) for block in RFC1918):
+            raise ValueError("must be inside RFC 1918 (10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16), as EKS requires")
+        if net.overlaps(DOCKER_BRIDGE):
+            raise ValueError(f"must not overlap {DOCKER_BRIDGE} (Docker's bridge network, which EKS reserves)")
         return v
 
     @field_validator("public_access_cidrs")
@@ -128,14 +180,15 @@ class Cluster(_Model):
 class GpuPool(_Model):
     """One GPU capacity pool. Becomes an EC2NodeClass and one Karpenter NodePool per capacity type."""
 
-    instance_families: list[str] = Field(default_factory=list)
+    instance_families: list[str] = Field(default_factory=list, max_length=20)
     """EC2 families (e.g. g6e). With instance_types, the pool admits the union. At least one of the two is required."""
-    instance_types: list[str] = Field(default_factory=list)
+    instance_types: list[str] = Field(default_factory=list, max_length=50)
     capacity_types: list[Literal["spot", "on-demand"]] = Field(default_factory=lambda: ["spot", "on-demand"])
     """Default both: a spot NodePool weighted above an on-demand one, so Karpenter tries spot first."""
-    gpu_limit: int = Field(gt=0)
-    """Required. Cap on `nvidia.com/gpu` per NodePool (Karpenter limits are per NodePool, so with both capacity
-    types the pool can hold up to this many spot GPUs plus this many on-demand GPUs)."""
+    gpu_limit: int = Field(gt=0, le=MAX_GPU_LIMIT)
+    """Required, 1 to 10,000. Cap on `nvidia.com/gpu` per NodePool (Karpenter limits are per NodePool, so with both
+    capacity types the pool can hold up to this many spot GPUs plus this many on-demand GPUs). Each model's
+    maxReplicas x tensorParallelSize must fit in it: spot may be gone, and on-demand alone must hold the peak."""
     consolidation_policy: Literal["WhenEmptyOrUnderutilized", "WhenEmpty"] = "WhenEmptyOrUnderutilized"
     consolidate_after: Annotated[str, Field(pattern=DURATION_OR_NEVER)] = "15m"
     """Default 15m: long enough that a model server's multi-minute load is not undone by a brief lull."""
@@ -147,32 +200,24 @@ class GpuPool(_Model):
     """Upper bound on a node drain; default 1h leaves room for in-flight generations to finish."""
     ami_family: Literal["al2023", "bottlerocket"] = "al2023"
     """Karpenter picks the NVIDIA variant of the family for GPU instances. AL2 has no GPU AMIs from Kubernetes 1.33."""
-    ami_version: Annotated[str, Field(pattern=r"^(latest|v[0-9][0-9.]*)$")] = "latest"
+    ami_version: Annotated[str, Field(pattern=AMI_VERSION)] = "latest"
     """`latest` or a release (al2023: v20251103; bottlerocket: v1.46.0). Pin it in production: `latest` drifts
     every node whenever AWS publishes an AMI."""
     root_volume_gib: int = Field(default=300, ge=200, le=16384)
     """Encrypted gp3 root volume. At least 200 GiB: vLLM/TGI images are 10-20 GiB and weights are cached on disk."""
     instance_store_raid0: bool = True
     """Default true: stripe the instance's local NVMe into RAID0 for images and the model cache."""
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=20)
 
     @field_validator("instance_families")
     @classmethod
     def _known_families(cls, v: list[str]) -> list[str]:
-        unknown = [f for f in v if f not in INSTANCE_FAMILIES]
-        if unknown:
-            raise ValueError(f"unknown GPU instance family {unknown}; allowed: {', '.join(sorted(INSTANCE_FAMILIES))}")
-        return v
+        return _known("GPU instance family", v, sorted(INSTANCE_FAMILIES))
 
     @field_validator("instance_types")
     @classmethod
     def _known_types(cls, v: list[str]) -> list[str]:
-        unknown = [t for t in v if t not in INSTANCE_TYPES]
-        if unknown:
-            raise ValueError(
-                f"unknown GPU instance type {unknown}; allowed: {', '.join(sorted(INSTANCE_TYPES))}"
-            )
-        return v
+        return _known("GPU instance type", v, sorted(INSTANCE_TYPES))
 
 
 class ScalingPolicy(_Model):
@@ -189,9 +234,9 @@ class Autoscaling(_Model):
     """KEDA triggers on the in-cluster Prometheus, per model, for vLLM and TGI alike. The replica count is the
     largest any trigger asks for; a trigger set to null is left out, and at least one must remain."""
 
-    waiting_requests_per_replica: float | None = Field(default=10, gt=0)
+    waiting_requests_per_replica: float | None = Field(default=10, gt=0, le=10_000)
     """Default 10 (the seed's): queued requests per server before another one starts."""
-    p99_latency_seconds: float | None = Field(default=5, gt=0)
+    p99_latency_seconds: float | None = Field(default=5, gt=0, le=3600)
     """Default 5 (the seed's): p99 end-to-end request latency over 5 minutes. End-to-end time grows with the
     length of the answer: raise it, or set null, for a model that writes long answers."""
     gpu_utilization_percent: float | None = Field(default=70, gt=0, le=100)
@@ -209,7 +254,7 @@ class Autoscaling(_Model):
 class Slo(_Model):
     """Alert thresholds for one model."""
 
-    p99_latency_seconds: float = Field(default=10, gt=0)
+    p99_latency_seconds: float = Field(default=10, gt=0, le=3600)
     """Default 10: warn when p99 end-to-end latency stays above it for 10 minutes. Twice the scaler's default
     target: autoscaling should keep latency well below it, so crossing it means scaling is not keeping up."""
     error_rate_percent: float = Field(default=5, gt=0, le=100)
@@ -249,9 +294,9 @@ class TokenCost(_Model):
     """What the gateway charges per 1,000 tokens of one model, in USD; every response reports it in the
     `x-litellm-response-cost` header and the gateway's spend metrics."""
 
-    input: float = Field(default=0, ge=0)
+    input: float = Field(default=0, ge=0, le=1000)
     """Default 0: per 1,000 prompt tokens."""
-    output: float = Field(default=0, ge=0)
+    output: float = Field(default=0, ge=0, le=1000)
     """Default 0: per 1,000 generated tokens."""
 
 
@@ -265,7 +310,7 @@ class ModelDeployment(_Model):
     """Default vllm. TGI is in maintenance mode upstream."""
     gpu_pool: str
     """Required. A key of gpuPools; the model must fit on every instance type of that pool."""
-    tensor_parallel_size: int = Field(default=1, ge=1)
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
     """GPUs per replica. Must divide the model's attention heads and fit on the pool's instances."""
     dtype: Literal["auto", "bfloat16", "float16"] = "auto"
     quantization: Literal["none", "fp8", "int8", "awq", "gptq", "bitsandbytes-nf4"] = "none"
@@ -273,13 +318,15 @@ class ModelDeployment(_Model):
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     gpu_memory_utilization: float = Field(default=0.92, gt=0, le=1)
     """Default 0.92, vLLM's own default."""
-    max_model_len: int | None = Field(default=None, gt=0)
+    max_model_len: int | None = Field(default=None, gt=0, le=INT32_MAX)
     """Default: the model's full context. At least one request of this length must fit in the KV cache."""
-    max_num_seqs: int | None = Field(default=None, gt=0)
-    """Default: vLLM's for the GPU (256 below 70 GiB, 1024 above)."""
-    min_replicas: int = Field(default=1, ge=0)
+    max_num_seqs: int | None = Field(default=None, gt=0, le=MAX_NUM_SEQS)
+    """Default: vLLM's for the GPU (256 below 70 GiB, 1024 above). At most 65,536 (this program's ceiling: vLLM
+    sizes per-sequence buffers by it at start)."""
+    min_replicas: int = Field(default=1, ge=0, le=INT32_MAX)
     """0 lets the autoscaler scale the model to zero."""
-    max_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=1, ge=1, le=INT32_MAX)
+    """Default 1. maxReplicas x tensorParallelSize must fit in the pool's gpuLimit."""
     tier: Literal["fast", "balanced", "quality"] | None = None
     """Gateway routing tier this model serves, if any. Clients reach it by its key, by its tier, and through
     the gateway's complexity router (`auto`)."""
@@ -289,11 +336,11 @@ class ModelDeployment(_Model):
     checkpoint: Annotated[str, Field(pattern=HF_REPO)] | None = None
     """Hugging Face repository to serve instead of the catalog's (e.g. a pre-quantized AWQ build of the same
     architecture). Default: the catalog model's own repository."""
-    revision: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")] | None = None
+    revision: Annotated[str, Field(pattern=REVISION)] | None = None
     """Hub branch, tag or commit to pin (huggingface source only). Default: the repository's main branch."""
     enable_prefix_caching: bool = True
     """Default true: reuse the KV cache of shared prompt prefixes (system prompts, chat history). vLLM only."""
-    extra_args: list[str] = Field(default_factory=list)
+    extra_args: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=100)
     """Extra vLLM command-line arguments, e.g. ["--enable-chunked-prefill"]. vLLM only; a flag the platform sets
     from another key, or one vLLM has removed, is rejected. `make test-upstream` parses them with the real vLLM."""
     read_only_root_filesystem: bool = True
@@ -364,12 +411,12 @@ class Monitoring(_Model):
 class GatewayKey(_Model):
     """One client API key. Its value is the secret `gatewayKeys.<name>`; the gateway only holds its SHA-256."""
 
-    models: list[str] = Field(min_length=1)
+    models: list[str] = Field(min_length=1, max_length=100)
     """Required. What the key may call: model keys, tiers (fast, balanced, quality: the tier's group and its
     models), `auto` (the complexity router, which may pick any tier) or `*` for everything."""
-    requests_per_minute: int = Field(gt=0)
+    requests_per_minute: int = Field(gt=0, le=1_000_000_000)
     """Required. Requests per minute over all gateway replicas; past it the key gets 429 with retry-after."""
-    tokens_per_minute: int = Field(gt=0)
+    tokens_per_minute: int = Field(gt=0, le=1_000_000_000)
     """Required. Prompt plus generated tokens per minute over all gateway replicas."""
 
 
@@ -397,7 +444,7 @@ class GatewayIngress(_Model):
     an alias record to the load balancer. Excludes certificateArn."""
     scheme: Literal["internet-facing", "internal"] = "internet-facing"
     """Default internet-facing; `internal` puts the ALB in the private subnets, reachable from the VPC only."""
-    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1)
+    allowed_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1, max_length=50)
     """Source ranges the ALB's security group admits. Default everywhere (API keys still authenticate)."""
     sticky_sessions: bool = False
     """Default false. True pins a client to one gateway replica with an ALB cookie for an hour."""
@@ -417,7 +464,7 @@ class Gateway(_Model):
     """Default 6: the CPU autoscaler's ceiling."""
     request_timeout_seconds: int = Field(default=300, ge=10, le=3600)
     """Default 300 (the seed's): a request longer than this is cut off; the ALB's idle timeout matches it."""
-    keys: dict[str, GatewayKey] = Field(default_factory=dict)
+    keys: dict[str, GatewayKey] = Field(default_factory=dict, max_length=1000)
     """Keyed map of client API keys; each name (a DNS label) needs the secret `gatewayKeys.<name>`."""
     response_cache: ResponseCache = Field(default_factory=ResponseCache)
     ingress: GatewayIngress = Field(default_factory=GatewayIngress)
@@ -432,15 +479,22 @@ class Redis(_Model):
 
     engine: Literal["valkey", "redis"] = "valkey"
     """Default valkey: the Redis-compatible engine AWS develops and prices lower."""
-    engine_version: Annotated[str, Field(pattern=r"^[0-9]+\.[0-9]+$")] | None = None
-    """Default: the newest version this program was checked with (catalog/versions.py) for the engine."""
-    node_type: Annotated[str, Field(pattern=CACHE_NODE_TYPE)] = "cache.t4g.small"
-    """Default cache.t4g.small: counters and a small cache need little memory. Must be a cache.* type."""
+    engine_version: Annotated[str, Field(pattern=ENGINE_VERSION)] | None = None
+    """Default: the newest version this program was checked with (catalog/versions.py) for the engine. Allowed:
+    catalog/aws.py CACHE_ENGINE_VERSIONS (versions whose parameter group family this program renders)."""
+    node_type: str = "cache.t4g.small"
+    """Default cache.t4g.small: counters and a small cache need little memory. A current-generation ElastiCache
+    node type (catalog/aws.py CACHE_NODE_TYPES)."""
     replicas: int = Field(default=1, ge=0, le=5)
     """Default 1: read replicas beside the primary. 0 is one node with no failover (dev); 1 or more turns on
     Multi-AZ with automatic failover."""
     snapshot_retention_days: int = Field(default=0, ge=0, le=35)
     """Default 0: counters and cached answers are disposable, so no snapshots are kept."""
+
+    @field_validator("node_type")
+    @classmethod
+    def _known_node_type(cls, v: str) -> str:
+        return _known("ElastiCache node type", [v], CACHE_NODE_TYPES)[0]
 
 
 class StackConfig(_Model):
@@ -448,12 +502,14 @@ class StackConfig(_Model):
 
     stack: str
     cluster: Cluster
-    gpu_pools: dict[str, GpuPool] = Field(min_length=1)
+    gpu_pools: dict[str, GpuPool] = Field(min_length=1, max_length=20)
     """Keyed map: each key names a pool (a DNS label) and becomes the prefix of its Kubernetes objects."""
-    tags: dict[str, str] = Field(default_factory=dict)
-    """AWS tags merged over the default set (project, stack, managed-by) on every taggable resource."""
-    models: dict[str, ModelDeployment] = Field(default_factory=dict)
-    """Keyed map of model servers; each key names the deployment (a DNS label)."""
+    tags: dict[str, str] = Field(default_factory=dict, max_length=40)
+    """AWS tags merged over the default set (project, stack, managed-by) on every taggable resource. At most 40:
+    AWS allows 50 per resource, and the defaults and Karpenter's own tags take the rest."""
+    models: dict[str, ModelDeployment] = Field(default_factory=dict, max_length=50)
+    """Keyed map of model servers; each key names the deployment and its Service (starts with a letter). At most 50
+    (this program's ceiling)."""
     model_registry: ModelRegistry = Field(default_factory=ModelRegistry)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     gateway: Gateway = Field(default_factory=Gateway)
@@ -467,6 +523,20 @@ class StackConfig(_Model):
     def aws_tags(self) -> dict[str, str]:
         """The one tag set for every AWS resource: defaults, then the stack's own tags on top."""
         return {"project": "llm-platform", "stack": self.stack, "managed-by": "pulumi", **self.tags}
+
+
+RFC1918 = tuple(ipaddress.ip_network(block) for block in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+RFC6598 = ipaddress.ip_network("100.64.0.0/10")
+DOCKER_BRIDGE = ipaddress.ip_network("172.17.0.0/16")
+
+
+def _known(what: str, values: list[str], allowed) -> list[str]:
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        hints = "".join(did_you_mean(v, allowed) for v in unknown[:3])
+        raise ValueError(f"unknown {what} {', '.join(unknown[:3])}{'...' if len(unknown) > 3 else ''}{hints}; "
+                         f"allowed: {', '.join(allowed)}")
+    return values
 
 
 def _ipv4_network(value: str) -> ipaddress.IPv4Network:

@@ -11,7 +11,7 @@ from llmctl import plan as plan_cmd
 from llmctl import size as size_cmd
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, project_dir: Path = plan_cmd.PROJECT_DIR) -> int:
     parser = argparse.ArgumentParser(prog="llmctl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("plan", help="render a stack offline: manifests, Helm values, inventory, summary")
@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "plan":
         try:
-            result = plan_cmd.run(args.stack)
+            result = plan_cmd.run(args.stack, project_dir)
         except config.ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        out = args.out or plan_cmd.PROJECT_DIR / "build" / "plan" / args.stack
+        out = args.out or project_dir / "build" / "plan" / args.stack
         plan_cmd.write(result, out)
         print(plan_cmd.summary(result))
         print(f"\nwrote {out}/manifests, {out}/values, {out}/inventory.json, {out}/outputs.json, "

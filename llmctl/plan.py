@@ -96,8 +96,8 @@ def run(stack: str, project_dir: Path = PROJECT_DIR, secret_values: dict[str, st
     `secret_values` stands in for secrets by key (tests use it to prove no secret reaches a written file)."""
     import pulumi
 
-    values = config.read_stack_file(project_dir, stack)
     cfg = config.load_stack_file(project_dir, stack)
+    values = config.read_stack_file(project_dir, stack)
     # Secrets are set per stack with `pulumi config set --secret` and never committed in plain text; render as if
     # each one were set, and say so in the summary for the ones this stack needs.
     key_values = values.get(f"{config.PROJECT}:{GATEWAY_KEYS}") or {}
@@ -119,7 +119,14 @@ def run(stack: str, project_dir: Path = PROJECT_DIR, secret_values: dict[str, st
     def program():
         runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
 
-    program()
+    try:
+        program()
+    except pulumi.RunError as error:
+        # __main__.py turns a ConfigError from config.load() (the secrets it alone can see) into a RunError, which
+        # the Pulumi CLI prints without a traceback; here it is the same error as every other config problem.
+        if isinstance(error.__context__, config.ConfigError):
+            raise error.__context__ from None
+        raise
     resolve_stack_outputs(mocks.recording)
     return Plan(stack, cfg, mocks.recording, missing, policy_check.check(mocks.recording, stack))
 

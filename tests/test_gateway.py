@@ -193,7 +193,7 @@ def test_a_key_on_an_unknown_model_is_rejected_with_the_choices():
 @pytest.mark.parametrize("limit", ["requestsPerMinute", "tokensPerMinute"])
 def test_limits_must_be_positive(limit):
     problems = _problems(f"llm-platform:gateway.keys.research.{limit}", 0)
-    assert "greater than 0" in problems[f"gateway.keys.research.{limit}"]
+    assert "must be more than 0" in problems[f"gateway.keys.research.{limit}"]
 
 
 def test_a_certificate_arn_of_the_wrong_shape_is_rejected():

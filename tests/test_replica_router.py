@@ -66,9 +66,9 @@ def test_the_flag_is_the_platforms_not_an_extra_arg():
 @pytest.mark.parametrize(("routing", "key", "allowed"), [
     ({"policy": "consistent_hash"}, "routing.policy", "cache_aware"),
     ({"policy": "kv_aware"}, "routing.policy", "cache_aware"),
-    ({"replicas": 0}, "routing.replicas", "greater than or equal to 1"),
-    ({"cacheThreshold": 1.5}, "routing.cacheThreshold", "less than or equal to 1"),
-    ({"balanceRelThreshold": 0.5}, "routing.balanceRelThreshold", "greater than or equal to 1"),
+    ({"replicas": 0}, "routing.replicas", "must be at least 1"),
+    ({"cacheThreshold": 1.5}, "routing.cacheThreshold", "must be at most 1"),
+    ({"balanceRelThreshold": 0.5}, "routing.balanceRelThreshold", "must be at least 1"),
     ({"sessionHeader": "x-user"}, "routing.sessionHeader", "is not a known key"),
 ])
 def test_a_bad_routing_setting_names_its_key_and_what_is_allowed(routing, key, allowed):
