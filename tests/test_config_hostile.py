@@ -12,8 +12,12 @@ import pytest
 import yaml
 
 import config
+from catalog.aws import CACHE_ENGINE_VERSIONS
+from catalog.versions import CACHE_ENGINES
+from components.edge.redis_cache import engine_version
 from config import yaml_file
 from config.checks import redis_auth_token_problems
+from config.schema import Redis
 from llmctl import plan as plan_cmd
 from tests.conftest import ROOT, stack_values
 from tests.stack_files import plan, scratch_project
@@ -296,6 +300,15 @@ def test_values_are_checked_against_what_aws_and_eks_accept(project, key, value,
         assert plan(project, text_file).code == 0
     else:
         assert text in refused(project, text_file)
+
+
+def test_each_engine_s_default_version_is_allowed_and_renders_its_real_parameter_family():
+    for engine, (version, family) in CACHE_ENGINES.items():
+        assert version in CACHE_ENGINE_VERSIONS[engine]
+        for allowed in CACHE_ENGINE_VERSIONS[engine]:
+            rendered = engine_version(Redis(engine=engine, engine_version=allowed))
+            assert rendered == (allowed, f"{engine}{allowed.split('.')[0]}")
+        assert engine_version(Redis(engine=engine)) == (version, family)
 
 
 # Messages ----------------------------------------------------------------------------------------------------------------
