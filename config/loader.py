@@ -67,7 +67,8 @@ def load() -> StackConfig:
         try:
             raw[key] = config.get_object(key)
         except (pulumi.ConfigTypeError, ValueError):
-            problems.append(Problem(key, HIDDEN, "must be valid JSON or YAML (an object, a list or a scalar)"))
+            problems.append(Problem(key, HIDDEN, "must be valid JSON or YAML (an object, a list or a scalar) "
+                                                 "nested at most 64 levels"))
     secrets_set = {key for key in SECRET_KEYS if get_config(f"{PROJECT}:{key}") is not None}
     # The names of the client keys set under gatewayKeys (never their values, which stay secret Outputs).
     client_keys: object = {}

@@ -5,6 +5,7 @@ runs it (tests/stack_files.py), or through config.parse where only the checks ar
 from __future__ import annotations
 
 import copy
+import json
 import re
 import time
 
@@ -321,3 +322,22 @@ def test_a_megabyte_value_is_shortened_in_the_message(project):
 
 def test_a_misspelt_allowed_value_gets_a_suggestion(project):
     assert "allowed: 'vllm' or 'tgi' (did you mean vllm?)" in refused(project, dev_with(**{"models__llama-8b__engine": "vlm"}))
+
+
+def test_the_program_reads_unreadable_config_values_as_config_errors():
+    """What the Pulumi CLI hands the program (strings, objects as JSON) goes through the same checks: a value
+    nested past Python's JSON parser and a gatewayKeys that is not an object are problems, not tracebacks."""
+    import pulumi
+
+    from llmctl.mocks import install
+
+    install("us-west-2", "llm-platform", "test")
+    dev = stack_values("dev")
+    flat = {key: json.dumps(value) for key, value in dev.items() if isinstance(value, dict)}
+    flat |= {"llm-platform:models": "[" * 5000 + "]" * 5000, "llm-platform:gatewayKeys": PLANTED}
+    pulumi.runtime.set_all_config(flat, ["llm-platform:gatewayKeys"])
+    with pytest.raises(config.ConfigError) as raised:
+        config.load()
+    keys = [p.key for p in raised.value.problems]
+    assert keys[:2] == ["models", "gatewayKeys"], keys
+    assert "nested at most 64 levels" in str(raised.value) and PLANTED not in str(raised.value)
