@@ -23,6 +23,7 @@ import yaml
 from catalog import versions
 from components.compute.cluster import SYSTEM_NODE_LABEL
 from components.serving.model_server import CONTAINER_SECURITY
+from components.shared.disruption import evict_one_at_a_time, surge_one_at_a_time
 from components.shared.labels import PLATFORM_LABELS
 from components.shared.secret import opaque_secret
 from config import ModelDeployment
@@ -405,7 +406,7 @@ class GatewayService(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=metadata,
             spec={"replicas": args.gateway.replicas, "selector": {"matchLabels": selector()},
-                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                  "strategy": surge_one_at_a_time(),
                   "template": pod_spec(checksum, args.gateway)},
             # The HPA owns the replica count once the Deployment exists.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[config_map, keys, redis, *args.depends_on],
@@ -416,9 +417,8 @@ class GatewayService(pulumi.ComponentResource):
         k8s.core.v1.Service(f"{name}-peers", metadata={**metadata, "name": PEERS_SERVICE}, spec=peers_service_spec(),
                             opts=in_namespace)
         if args.gateway.replicas > 1:
-            k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=metadata, spec={
-                "maxUnavailable": 1, "selector": {"matchLabels": selector()},
-                "unhealthyPodEvictionPolicy": "AlwaysAllow"}, opts=in_namespace)
+            k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=metadata, spec=evict_one_at_a_time(selector()),
+                                              opts=in_namespace)
         k8s.autoscaling.v2.HorizontalPodAutoscaler(f"{name}-hpa", metadata=metadata, spec=hpa_spec(args.gateway),
                                                    opts=in_namespace)
         k8s.apiextensions.CustomResource(

@@ -17,6 +17,7 @@ from catalog.engines import NEEDS_QUANTIZED_CHECKPOINT
 from catalog.instances import types_in_pool
 from catalog.models import MODELS
 from components.compute.gpu_node_pool import GPU_TAINT, POOL_LABEL
+from components.shared.disruption import evict_one_at_a_time, surge_one_at_a_time
 from components.shared.labels import PLATFORM_LABELS
 from config import GpuPool, ModelDeployment
 from config.schema import PRE_STOP_SLEEP_SECONDS, TERMINATION_MARGIN_SECONDS
@@ -276,7 +277,7 @@ def deployment_spec(args: ModelServerArgs, pod: dict, port: int) -> dict:
         "replicas": min_servers(m),
         "selector": {"matchLabels": selector(args.key)},
         # One extra server during a rollout, never one fewer: capacity is GPUs, and a new one takes minutes.
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "strategy": surge_one_at_a_time(),
         "progressDeadlineSeconds": progress_deadline_seconds(m),
         "template": {
             "metadata": {
@@ -297,9 +298,8 @@ def service_spec(key: str, port: int) -> dict:
 
 def pdb_spec(key: str) -> dict:
     """One server at a time may be evicted: drains proceed even with one replica, and never take a whole model
-    down when it has more. Unready (still loading) servers can always be evicted, so they never block a drain."""
-    return {"maxUnavailable": 1, "selector": {"matchLabels": selector(key)},
-            "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+    down when it has more."""
+    return evict_one_at_a_time(selector(key))
 
 
 # Component ------------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from components.compute.cluster import SYSTEM_NODE_LABEL
 from components.serving.model_server import CONTAINER_SECURITY, NAMESPACE
 from components.serving.model_server import selector as server_selector
 from components.serving.vllm_service import VllmService
+from components.shared.disruption import evict_one_at_a_time, surge_one_at_a_time
 from components.shared.labels import PLATFORM_LABELS
 from config import ModelDeployment
 
@@ -190,15 +191,14 @@ class ReplicaRouter(pulumi.ComponentResource):
             # Unready while the model has no ready replica (scaled to zero, or starting): `pulumi up` does not wait.
             metadata={**metadata, "annotations": {"pulumi.com/skipAwait": "true"}},
             spec={"replicas": replicas, "selector": {"matchLabels": selector(key)},
-                  "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                  "strategy": surge_one_at_a_time(),
                   "template": pod_spec(args)},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role, binding, *args.depends_on]))
         self.service = k8s.core.v1.Service(f"{resource_name}-service", metadata=metadata, spec={
             "type": "ClusterIP", "selector": selector(key),
             "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}]}, opts=child)
         if replicas > 1:
-            k8s.policy.v1.PodDisruptionBudget(f"{resource_name}-pdb", metadata=metadata, spec={
-                "maxUnavailable": 1, "selector": {"matchLabels": selector(key)},
-                "unhealthyPodEvictionPolicy": "AlwaysAllow"}, opts=child)
+            k8s.policy.v1.PodDisruptionBudget(f"{resource_name}-pdb", metadata=metadata,
+                                              spec=evict_one_at_a_time(selector(key)), opts=child)
         self.endpoint = endpoint(key)
         self.register_outputs({"endpoint": self.endpoint})
