@@ -28,6 +28,8 @@ SECRET_KEYS = ("huggingfaceToken", "grafanaAdminPassword", "pagerdutyRoutingKey"
 # Keyed maps whose entries the checks across keys skip as a whole when one of the entry's own values is invalid.
 _ENTRY_MAPS = (("gpuPools",), ("models",), ("gateway", "keys"))
 _SET_SECRET = "set it with `pulumi config set --secret"
+_GATEWAY_KEYS_SHAPE = ("must be an object of key name -> secret value; set each with `pulumi config set --secret "
+                       f"--path '{PROJECT}:{GATEWAY_KEYS}.<name>' <value>`")
 
 
 def parse(stack: str, raw: dict[str, Any], aws_region: str | None = None, secrets_set: set[str] | None = None,
@@ -83,10 +85,6 @@ def load() -> StackConfig:
         problems.append(Problem(GATEWAY_KEYS, HIDDEN, _GATEWAY_KEYS_SHAPE))
     problems += redis_auth_token_problems(get_config(f"{PROJECT}:redisAuthToken"))
     return parse(stack, raw, pulumi.Config("aws").get("region"), secrets_set, problems)
-
-
-_GATEWAY_KEYS_SHAPE = ("must be an object of key name -> secret value; set each with `pulumi config set --secret "
-                       f"--path '{PROJECT}:{GATEWAY_KEYS}.<name>' <value>`")
 
 
 def secret(key: str):

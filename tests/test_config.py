@@ -14,6 +14,7 @@ import yaml
 import config
 from planning.capacity import SizingRequest
 from tests.conftest import ROOT, stack_values
+from tests.stack_files import scratch_project
 
 KEYS = {key: f"llm-platform:{key}" for key in config.KEYS}
 
@@ -231,9 +232,9 @@ def test_aws_region_must_agree_with_cluster_region():
 
 
 def _project_copy(tmp_path: Path, stack_text: str) -> Path:
-    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
-    (tmp_path / "Pulumi.test.yaml").write_text(stack_text)
-    return tmp_path
+    project = scratch_project(tmp_path)
+    (project / "Pulumi.test.yaml").write_text(stack_text)
+    return project
 
 
 def test_duplicate_yaml_keys_are_rejected(tmp_path):

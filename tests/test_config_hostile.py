@@ -18,7 +18,7 @@ from catalog.versions import CACHE_ENGINES
 from components.edge.redis_cache import engine_version
 from config import yaml_file
 from config.checks import redis_auth_token_problems
-from config.schema import Redis
+from config.schema import TIERS, Redis
 from llmctl import plan as plan_cmd
 from tests.conftest import ROOT, stack_values
 from tests.stack_files import plan, scratch_project
@@ -269,6 +269,15 @@ def test_yaml_1_1_coercions_are_not_numbers_or_booleans(project, old, new, text)
 def test_model_keys_kubernetes_or_the_gateway_would_refuse(project, key, text):
     stderr = refused(project, DEV.replace("    llama-8b:\n", f"    {key}:\n").replace('["*"]', f'["{key}"]'))
     assert f"models.{key}: got '{key}'; {text}" in stderr
+
+
+def test_the_reserved_names_are_the_ones_the_gateway_and_router_use():
+    from components.edge.gateway import AUTO
+    from components.serving import replica_router
+    from config.checks import RESERVED_MODEL_NAMES, ROUTER_SUFFIX
+
+    assert AUTO in RESERVED_MODEL_NAMES and set(TIERS) <= set(RESERVED_MODEL_NAMES)
+    assert replica_router.name("llama-8b") == f"llama-8b{ROUTER_SUFFIX}"
 
 
 def test_a_model_key_that_is_another_model_s_router_name_is_refused():
