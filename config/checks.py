@@ -18,6 +18,7 @@ from config.schema import (
     SERVICE_NAME,
     TERMINATION_MARGIN_SECONDS,
     TIERS,
+    LoraAdapter,
     ModelDeployment,
     StackConfig,
 )
@@ -32,7 +33,7 @@ RESERVED_LABEL_PREFIXES = ("karpenter.sh/", "karpenter.k8s.aws/", "kubernetes.io
 
 def check(cfg: StackConfig) -> list[Problem]:
     return [*_check_cluster(cfg), *_check_pools(cfg), *_check_tags(cfg), *_check_models(cfg), *_check_serving(cfg),
-            *_check_monitoring(cfg), *_check_gateway(cfg), *_check_redis(cfg)]
+            *_check_adapters(cfg), *_check_monitoring(cfg), *_check_gateway(cfg), *_check_redis(cfg)]
 
 
 # Model names the gateway gives a meaning of its own: the complexity router (components/edge/gateway.py AUTO), the
@@ -54,6 +55,7 @@ def required_secrets(cfg: StackConfig) -> dict[str, str]:
     """The secret keys this stack needs, each with why and an example value for `pulumi config set --secret`."""
     required = {"grafanaAdminPassword": ("Grafana's admin login is created from it", "<a long random password>")}
     from_hub = [key for key, m in cfg.models.items() if m.source == "huggingface"]
+    from_hub += [name for m in cfg.models.values() for name, a in m.adapters.items() if a.source == "huggingface"]
     if from_hub:
         required["huggingfaceToken"] = (
             f"models {', '.join(from_hub)} download from Hugging Face (gated repositories need an account that "
@@ -237,7 +239,14 @@ def sizing_request(m: ModelDeployment) -> capacity.SizingRequest:
     return capacity.SizingRequest(
         MODELS[m.model], 0.0, tensor_parallel_size=m.tensor_parallel_size, dtype=m.dtype, quantization=m.quantization,
         kv_cache_dtype=m.kv_cache_dtype, gpu_memory_utilization=m.gpu_memory_utilization,
-        max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs)
+        max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs,
+        # Adapters on a mixture of experts are refused by _check_adapters; the fit check sizes the rest without them.
+        **({"lora_slots": m.lora_slots, "lora_rank": m.lora_rank}
+           if m.adapters and not MODELS[m.model].is_moe else {}))
+
+
+PLANNER_KEYS = {"lora_slots": "maxLoras", "lora_rank": "maxLoraRank"}
+"""Planner inputs that are not a ModelDeployment field of the same name."""
 
 
 def _check_fit(path: str, m, pool) -> list[Problem]:
@@ -246,8 +255,8 @@ def _check_fit(path: str, m, pool) -> list[Problem]:
     input_problems = capacity.validate(replace(template, gpu_memory_gib=1.0))
     if input_problems:
         # Every input the planner checks here came from one of the model's own keys.
-        return [Problem(f"{path}.{ModelDeployment.model_fields[p.field].alias}", p.value, p.why)
-                for p in input_problems]
+        return [Problem(f"{path}.{PLANNER_KEYS.get(p.field) or ModelDeployment.model_fields[p.field].alias}",
+                        p.value, p.why) for p in input_problems]
     problems = []
     for instance in types_in_pool(pool.instance_families, pool.instance_types):
         gpu = instance.gpu_spec
@@ -312,16 +321,84 @@ def _in_flight_quantizations(engine: str) -> str:
 
 
 def tiers_served(cfg: StackConfig) -> dict[str, list[str]]:
-    """Each tier that at least one model serves, with its models, in TIERS order."""
-    return {tier: [key for key, m in cfg.models.items() if m.tier == tier]
-            for tier in TIERS if any(m.tier == tier for m in cfg.models.values())}
+    """Each tier that at least one model or adapter serves, with their names, in TIERS order."""
+    members = {tier: [key for key, m in cfg.models.items() if m.tier == tier]
+               + [name for m in cfg.models.values() for name, a in m.adapters.items() if a.tier == tier]
+               for tier in TIERS}
+    return {tier: names for tier, names in members.items() if names}
+
+
+def adapter_names(cfg: StackConfig) -> dict[str, str]:
+    """Every adapter's name with the model key that serves it."""
+    return {name: key for key, m in cfg.models.items() for name in m.adapters}
+
+
+def _check_adapters(cfg: StackConfig) -> list[Problem]:
+    """Adapter names are model names at the gateway, so they share the model keys' namespace; the limits vLLM
+    sizes its LoRA slots by must hold every adapter."""
+    problems: list[Problem] = []
+    owners: dict[str, str] = {}
+    routers = {f"{key}{ROUTER_SUFFIX}" for key, m in cfg.models.items() if m.routed}
+    for key, m in cfg.models.items():
+        path = f"models.{key}"
+        lora_keys = [k for k in ("max_loras", "max_lora_rank", "max_cpu_loras") if k in m.model_fields_set]
+        if not m.adapters:
+            problems += [Problem(f"{path}.{ModelDeployment.model_fields[k].alias}", getattr(m, k),
+                                 "applies only to a model with adapters") for k in lora_keys]
+            continue
+        if m.engine != "vllm":
+            problems.append(Problem(f"{path}.adapters", sorted(m.adapters), "applies only to engine: vllm (TGI's "
+                                    "adapter loading is not checked here)"))
+        if m.model in MODELS and MODELS[m.model].is_moe:
+            problems.append(Problem(f"{path}.adapters", sorted(m.adapters), f"{m.model} is a mixture of experts, "
+                                    "whose LoRA memory the capacity planner does not size; serve adapters on a "
+                                    "dense model"))
+        for name, adapter in m.adapters.items():
+            problems += _adapter_problems(f"{path}.adapters.{name}", name, adapter, m, cfg, routers, owners, key)
+        slots = m.lora_slots
+        if slots > len(m.adapters):
+            problems.append(Problem(f"{path}.maxLoras", slots, f"must be at most the number of adapters "
+                                    f"({len(m.adapters)}): each slot reserves GPU memory whether used or not"))
+        if m.cpu_lora_slots < slots:
+            problems.append(Problem(f"{path}.maxCpuLoras", m.cpu_lora_slots, f"must be at least maxLoras ({slots}), "
+                                    "as vLLM requires"))
+    return problems
+
+
+def _adapter_problems(path: str, name: str, adapter: LoraAdapter, m: ModelDeployment, cfg: StackConfig,
+                      routers: set[str], owners: dict[str, str], key: str) -> list[Problem]:
+    problems = []
+    if not re.fullmatch(SERVICE_NAME, name):
+        problems.append(Problem(path, name, f"an adapter's name is a model name and a folder: "
+                                            f"{PATTERN_WORDS[SERVICE_NAME]}"))
+    if name in RESERVED_MODEL_NAMES:
+        problems.append(Problem(path, name, f"is a name the gateway reserves ({', '.join(RESERVED_MODEL_NAMES)}); "
+                                            "rename it"))
+    elif name in cfg.models:
+        problems.append(Problem(path, name, f"is also a model key (models.{name}); clients could not tell them "
+                                            "apart: rename one"))
+    elif name in routers:
+        problems.append(Problem(path, name, "is the name of a replica router Service; rename it"))
+    elif name in owners:
+        problems.append(Problem(path, name, f"models.{owners[name]} already serves an adapter of this name; "
+                                            "adapter names are unique across the stack"))
+    owners.setdefault(name, key)
+    if adapter.rank > m.lora_rank:
+        problems.append(Problem(f"{path}.rank", adapter.rank, f"is above the model's maxLoraRank ({m.lora_rank}); "
+                                f"raise maxLoraRank to at least {adapter.rank} or leave it out"))
+    if adapter.revision is not None and adapter.source == "registry":
+        problems.append(Problem(f"{path}.revision", adapter.revision,
+                                "applies only to source: huggingface; upload a new version under a new registry "
+                                "path instead"))
+    return problems
 
 
 def _check_gateway(cfg: StackConfig) -> list[Problem]:
     problems = []
     g = cfg.gateway
     served = tiers_served(cfg)
-    callable_names = {*cfg.models, *served, "*", *(["auto"] if served else [])}
+    adapters = adapter_names(cfg)
+    callable_names = {*cfg.models, *adapters, *served, "*", *(["auto"] if served else [])}
     for name, key in g.keys.items():
         path = f"gateway.keys.{name}"
         if not re.fullmatch(DNS_LABEL, name):
@@ -333,7 +410,8 @@ def _check_gateway(cfg: StackConfig) -> list[Problem]:
                                         f"{', '.join(served) or 'none'} (set models.<key>.tier)"))
             elif entry not in callable_names and entry not in TIERS:  # an unserved tier is reported above
                 problems.append(Problem(f"{path}.models", entry, "allowed: a model key "
-                                        f"({', '.join(cfg.models) or 'none'}), a served tier "
+                                        f"({', '.join(cfg.models) or 'none'}), an adapter "
+                                        f"({', '.join(adapters) or 'none'}), a served tier "
                                         f"({', '.join(served) or 'none'}), 'auto' or '*'"))
     if g.max_replicas < g.replicas:
         problems.append(Problem("gateway.maxReplicas", g.max_replicas, f"must be at least gateway.replicas ({g.replicas})"))

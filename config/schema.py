@@ -16,7 +16,7 @@ from catalog.instances import INSTANCE_FAMILIES, INSTANCE_TYPES
 from catalog.models import MODELS
 from catalog.versions import KUBERNETES_VERSIONS
 from config.errors import did_you_mean
-from planning.capacity import MAX_NUM_SEQS
+from planning.capacity import LORA_RANKS, MAX_LORA_SLOTS, MAX_NUM_SEQS
 
 # Karpenter v1 duration and budget formats, from the karpenter.sh_nodepools CRD (v1.14.1).
 DURATION_OR_NEVER = r"^(([0-9]+(s|m|h))+|Never)$"
@@ -300,6 +300,38 @@ class TokenCost(_Model):
     """Default 0: per 1,000 generated tokens."""
 
 
+DEFAULT_LORA_SLOTS = 4
+"""Default --max-loras (vLLM's own is 1, which runs one adapter's requests at a time): enough for a few adapters
+sharing a batch, at a few hundred MiB of GPU memory for an 8B model at rank 16."""
+MAX_ADAPTERS_PER_MODEL = 64
+"""This program's ceiling: every adapter is fetched before its server starts and held in host memory, so a
+model's start-up and host memory grow with the count."""
+
+
+class LoraAdapter(_Model):
+    """A LoRA adapter served on its model's servers under its own name (the `adapters` key): clients call that
+    name, and a gateway key may be granted it with or without the base model."""
+
+    checkpoint: Annotated[str, Field(pattern=HF_REPO)]
+    """Required. Where the adapter's files are: a Hugging Face repository (source huggingface), or the registry
+    path below models/ (source registry: s3://<registry>/models/<checkpoint>/ holds adapter_config.json and
+    adapter_model.safetensors)."""
+    source: Literal["huggingface", "registry"] = "registry"
+    """Default registry: a team's own fine-tune, uploaded by the sync job (README, "LoRA adapters"). huggingface
+    downloads it (with the huggingfaceToken secret) at the pinned revision."""
+    revision: Annotated[str, Field(pattern=REVISION)] | None = None
+    """Hub branch, tag or commit (source huggingface only). Default: main. Pin a commit in production: every
+    replica must load the same adapter."""
+    rank: int = Field(ge=1, le=max(LORA_RANKS))
+    """Required. The adapter's LoRA rank (`r` in its adapter_config.json); at most the model's maxLoraRank."""
+    cost_per_1k_tokens: TokenCost | None = Field(default=None, alias="costPer1kTokens")
+    """Default: the base model's prices."""
+    tier: Literal["fast", "balanced", "quality"] | None = None
+    """Default none: only clients that name the adapter reach it. A tier puts the adapter in that tier's group too,
+    so tier and `auto` requests may be answered by it (a fine-tune is not a general-purpose model, so the base
+    model's tier is not inherited)."""
+
+
 class ModelDeployment(_Model):
     """One model server: which model, on which engine and pool, sized how. Checked against every instance type of
     its pool by the capacity planner before anything is created."""
@@ -356,6 +388,33 @@ class ModelDeployment(_Model):
     """Default 0 for both: the gateway then reports a cost of 0 for this model."""
     routing: Routing = Field(default_factory=Routing)
     """Default cache_aware through the replica router, for vLLM models with maxReplicas > 1."""
+    adapters: dict[str, LoraAdapter] = Field(default_factory=dict, max_length=MAX_ADAPTERS_PER_MODEL)
+    """Default none. LoRA adapters every server of this model loads at start (vLLM only), keyed by the name clients
+    call; names are unique across the stack. At most 64 (this program's ceiling)."""
+    max_loras: int | None = Field(default=None, ge=1, le=MAX_LORA_SLOTS)
+    """Default: the number of adapters, at most 4. How many adapters one batch may mix (vLLM's --max-loras); each
+    slot reserves GPU memory for maxLoraRank on every layer, which the capacity planner counts."""
+    max_lora_rank: Literal[LORA_RANKS] | None = None
+    """Default: the smallest value vLLM accepts that holds the largest adapter's rank."""
+    max_cpu_loras: int | None = Field(default=None, ge=1, le=MAX_ADAPTERS_PER_MODEL)
+    """Default: the number of adapters, so all stay in host memory and switching never reads the disk again.
+    At least maxLoras."""
+
+    @property
+    def lora_slots(self) -> int:
+        """--max-loras: adapters one batch may mix."""
+        return self.max_loras or min(len(self.adapters), DEFAULT_LORA_SLOTS)
+
+    @property
+    def lora_rank(self) -> int:
+        """--max-lora-rank: the rank every slot is sized for."""
+        largest = max((a.rank for a in self.adapters.values()), default=1)
+        return self.max_lora_rank or next(r for r in LORA_RANKS if r >= largest)
+
+    @property
+    def cpu_lora_slots(self) -> int:
+        """--max-cpu-loras: adapters kept in host memory."""
+        return self.max_cpu_loras or max(len(self.adapters), self.lora_slots)
 
     @property
     def routed(self) -> bool:

@@ -20,10 +20,11 @@ from components.edge.redis_cache import engine_version
 from components.observability import dashboards
 from components.observability.signals import gateway_request_names
 from components.serving.keda_scaler import scaled_object_spec
-from components.serving.model_server import min_servers, startup_budget_seconds
-from config.checks import GATEWAY_KEYS, required_secrets, tiers_served
+from components.serving.model_server import REGISTRY_PREFIX, min_servers, startup_budget_seconds
+from config.checks import GATEWAY_KEYS, required_secrets, sizing_request, tiers_served
 from llmctl import cost, policy_check
 from llmctl.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
+from planning.capacity import DTYPE_BYTES, GiB, lora_bytes_per_gpu
 from planning.cost import CostReport
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -188,6 +189,7 @@ def summary(plan: Plan) -> str:
             f"  {m['metadata']['name']:<24} {m['metadata']['namespace']}  {model.engine:<4} {model.gpu_pool:<8} "
             f"{container['resources']['limits']['nvidia.com/gpu']} GPU  {model.min_replicas}-{model.max_replicas}  "
             f"{startup // 60} min  {model.model} from {model.source}  {container['image']}")
+    lines += _adapter_lines(plan)
     lines += ["", *_autoscaling_lines(plan), "", *_gateway_lines(plan), "", *_monitoring_lines(plan)]
     lines += ["", *cost.summary_lines(plan.cost_report)]
     lines += ["", *policy_check.report_lines(plan.violations, policy_check.stack_policy_config(plan.stack))]
@@ -208,6 +210,29 @@ def summary(plan: Plan) -> str:
         if pool.ami_version == "latest":
             lines.append(f"\nnote: gpuPools.{key}.amiVersion is 'latest': every AMI release will replace its nodes; pin it for production.")
     return "\n".join(lines)
+
+
+def _adapter_lines(plan: Plan) -> list[str]:
+    """Each model's LoRA adapters: where each comes from, and the GPU memory the slots reserve on every GPU of every
+    replica (counted by the capacity planner before the KV cache)."""
+    models = {key: m for key, m in sorted(plan.cfg.models.items()) if m.adapters}
+    if not models:
+        return []
+    lines = ["", "LoRA adapters (loaded at start by every replica; the slots reserve GPU memory whether used or not):"]
+    for key, m in models.items():
+        request = sizing_request(m)
+        slots = lora_bytes_per_gpu(request.model, m.tensor_parallel_size, m.lora_slots, m.lora_rank,
+                                   DTYPE_BYTES[m.dtype]) / GiB
+        lines.append(f"  {key}: {len(m.adapters)} adapter(s), {m.lora_slots} slot(s) x rank {m.lora_rank} = "
+                     f"{slots:.2f} GiB per GPU, {m.cpu_lora_slots} kept in host memory")
+        for name, a in m.adapters.items():
+            where = (f"s3://<registry>/{REGISTRY_PREFIX}/{a.checkpoint}/" if a.source == "registry"
+                     else f"huggingface {a.checkpoint}@{a.revision or 'main'}")
+            size = lora_bytes_per_gpu(request.model, 1, 1, a.rank, DTYPE_BYTES[m.dtype]) / GiB
+            cost = a.cost_per_1k_tokens or m.cost_per_1k_tokens
+            lines.append(f"    {name:<22} {where}  rank {a.rank}  at most {size:.2f} GiB in host memory  "
+                         f"tier {a.tier or '-'}  ${cost.input:g}/${cost.output:g} per 1k tokens in/out")
+    return lines
 
 
 def _autoscaling_lines(plan: Plan) -> list[str]:

@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"default {capacity.DEFAULT_GPU_MEMORY_UTILIZATION}, vLLM's")
     p.add_argument("--max-model-len", type=int, help="default: the model's full context")
     p.add_argument("--max-num-seqs", type=int, help="default: vLLM's for the GPU")
+    p.add_argument("--max-loras", type=int, default=0,
+                   help="LoRA slots vLLM reserves (--max-loras); default 0, no LoRA")
+    p.add_argument("--max-lora-rank", type=int, default=16, help="with --max-loras: the slots' rank (default 16)")
     p.add_argument("--recommend", action="store_true",
                    help="list the cheapest instance types (and the TP they need) that serve the model")
     p.add_argument("--concurrency", type=int, default=1,
@@ -43,7 +46,7 @@ class UsageError(ValueError):
 FLAGS = {"tensor_parallel_size": "--tp", "gpu_memory_gib": "--gpu-memory-gib", "dtype": "--dtype",
          "quantization": "--quantization", "kv_cache_dtype": "--kv-cache-dtype",
          "gpu_memory_utilization": "--gpu-memory-utilization", "max_model_len": "--max-model-len",
-         "max_num_seqs": "--max-num-seqs"}
+         "max_num_seqs": "--max-num-seqs", "lora_slots": "--max-loras", "lora_rank": "--max-lora-rank"}
 
 
 def _refuse(problems: list[capacity.InputProblem]) -> None:
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> str:
     base = capacity.SizingRequest(
         model, 0.0, tensor_parallel_size=args.tp, dtype=args.dtype, quantization=args.quantization,
         kv_cache_dtype=args.kv_cache_dtype, gpu_memory_utilization=args.gpu_memory_utilization,
-        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs)
+        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs, lora_slots=args.max_loras,
+        lora_rank=args.max_lora_rank if args.max_loras else 0)
     if args.recommend:
         if args.concurrency < 1:
             raise UsageError(f"--concurrency {args.concurrency}: must be a positive integer")
@@ -131,6 +135,7 @@ def _sizing_table(s: capacity.Sizing) -> str:
         ("budget per GPU", f"{s.gpu_memory_gib * s.gpu_memory_utilization:.2f} GiB at utilization "
                            f"{s.gpu_memory_utilization}"),
         ("weights per GPU", f"{s.weights_gib_per_gpu:.2f} GiB"),
+        *([("LoRA slots per GPU", f"{s.lora_gib_per_gpu:.2f} GiB")] if s.lora_gib_per_gpu else []),
         ("overhead per GPU", f"{s.overhead_gib_per_gpu:.2f} GiB (outside PyTorch {s.non_torch_gib_per_gpu:.2f}, "
                              f"activations {s.activation_gib_per_gpu:.2f}, CUDA graphs {s.cuda_graph_gib_per_gpu:.2f})"),
         ("KV cache per GPU", f"{s.kv_cache_gib_per_gpu:.2f} GiB"),

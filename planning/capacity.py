@@ -106,6 +106,10 @@ class SizingRequest:
     """False for vLLM < 0.21 (graphs then came out of the headroom above the utilization)."""
     interconnect: str | None = None
     """`nvlink` or `pcie`. Default: the catalog GPU's (catalog/gpus.py); UNKNOWN_GPU_INTERCONNECT for other GPUs."""
+    lora_slots: int = 0
+    """--max-loras: adapters one batch may mix. 0: LoRA off."""
+    lora_rank: int = 0
+    """--max-lora-rank: the rank every slot is sized for."""
     non_torch_gib: float | None = None
     """Memory outside PyTorch per GPU. Default: what vLLM 0.19+ measures (NON_TORCH_GIB, plus the interconnect's
     TP_COMM_GIB at TP >= 2).
@@ -125,6 +129,8 @@ class Sizing:
     max_num_seqs: int
     max_num_batched_tokens: int
     weights_gib_per_gpu: float
+    lora_gib_per_gpu: float
+    """GPU memory vLLM reserves for LoRA slots (`lora_bytes_per_gpu`); 0 without adapters."""
     non_torch_gib_per_gpu: float
     activation_gib_per_gpu: float
     cuda_graph_gib_per_gpu: float
@@ -170,6 +176,11 @@ MAX_GPU_MEMORY_GIB = 4096
 """A ceiling on one GPU's memory, far above any catalog GPU (B200: 179 GiB): it keeps the arithmetic finite."""
 MAX_NUM_SEQS = 65_536
 """The same ceiling config/schema.py puts on models.<key>.maxNumSeqs."""
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The values vLLM 0.32 accepts for --max-lora-rank (vllm/config/lora.py MaxLoRARanks; checked 2026-12-02)."""
+MAX_LORA_SLOTS = 64
+"""This program's ceiling on --max-loras (models.<key>.maxLoras): each slot reserves GPU memory for an adapter of
+the largest rank on every layer, whether or not a request uses it."""
 
 
 def validate(req: SizingRequest) -> list[InputProblem]:
@@ -213,6 +224,12 @@ def validate(req: SizingRequest) -> list[InputProblem]:
         bad("kv_cache_dtype", "allowed: auto, fp8")
     if req.interconnect is not None and req.interconnect not in INTERCONNECTS:
         bad("interconnect", f"allowed: {', '.join(INTERCONNECTS)}")
+    if not 0 <= req.lora_slots <= MAX_LORA_SLOTS:
+        bad("lora_slots", f"must be from 0 (no LoRA) to {MAX_LORA_SLOTS}")
+    elif req.lora_slots and req.lora_rank not in LORA_RANKS:
+        bad("lora_rank", f"vLLM sizes LoRA slots for {', '.join(map(str, LORA_RANKS))}")
+    elif req.lora_slots and m.is_moe:
+        bad("lora_slots", f"{m.name} is a mixture of experts, whose LoRA memory this planner does not size")
     return problems
 
 
@@ -289,6 +306,35 @@ def weights_bytes_per_gpu(m: ModelArch, tp: int, dtype_bytes: int, quantization:
     return int(layers + (m.num_layers * p["small"] + p["embeddings"]) * dtype_bytes + rope_cache)
 
 
+# LoRA (vLLM 0.32, `vllm/lora/layers/`): with --enable-lora, every linear layer of the decoder, the input embedding
+# and the LM head get stacked A and B tensors for --max-loras slots at --max-lora-rank, allocated when the model loads
+# (before the KV cache is sized), in the model's dtype, whether or not an adapter fills them:
+# - column-parallel layers (q/k/v and gate/up, one slice per packed projection): A is rank x full input per slice,
+#   B is the rank-sized share of each slice's output on this rank (`base_linear.py`, `column_parallel_linear.py`);
+# - row-parallel layers (o_proj, down_proj): A is rank x this rank's share of the input, B is full output x rank;
+# - the input embedding: A is vocabulary x rank, B is hidden x rank (`vocab_parallel_embedding.py`);
+# - the LM head: A is rank x hidden, B is vocabulary x rank, unsharded (`logits_processor.py`).
+# `make test-upstream` (tests/upstream/lora_memory.py) sums the real tensors of a vLLM CPU engine and compares.
+# Not counted: the adapters' own copies in host memory (--max-cpu-loras, on the CPU side) and the punica kernels'
+# per-batch metadata (a few MiB, inside the activation allowance).
+
+
+def lora_bytes_per_gpu(m: ModelArch, tp: int, slots: int, rank: int, dtype_bytes: int) -> int:
+    """GPU memory the LoRA slots take on one tensor-parallel rank (dense models)."""
+    if slots == 0:
+        return 0
+    h, hd = m.hidden_size, m.head_size
+    q_out = m.num_attention_heads * hd // tp
+    kv_out = max(m.num_kv_heads // tp, 1) * hd if tp > 1 else m.num_kv_heads * hd
+    intermediate = m.intermediate_size // tp
+    per_layer = rank * (3 * h + q_out + 2 * kv_out      # qkv_proj: A for each of q, k, v; B their outputs
+                        + q_out + h                     # o_proj
+                        + 2 * h + 2 * intermediate      # gate_up_proj
+                        + intermediate + h)             # down_proj
+    embeddings = rank * (m.vocab_size + h) + rank * (h + m.vocab_size)
+    return slots * (m.num_layers * per_layer + embeddings) * dtype_bytes
+
+
 def activation_bytes_per_gpu(m: ModelArch, tp: int, dtype_bytes: int, batched_tokens: int, max_num_seqs: int) -> int:
     intermediate = m.experts_per_token * m.moe_intermediate_size if m.is_moe else m.intermediate_size
     qkv = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_size
@@ -311,6 +357,7 @@ def size(req: SizingRequest) -> Sizing:
     batched = req.max_num_batched_tokens or default_batched
 
     weights = weights_bytes_per_gpu(m, tp, dtype_bytes, req.quantization) / GiB
+    lora = lora_bytes_per_gpu(m, tp, req.lora_slots, req.lora_rank, dtype_bytes) / GiB
     link = interconnect(req)
     non_torch = req.non_torch_gib if req.non_torch_gib is not None else non_torch_gib(tp, link)
     activation = activation_bytes_per_gpu(m, tp, dtype_bytes, batched, max_num_seqs) / GiB
@@ -318,23 +365,24 @@ def size(req: SizingRequest) -> Sizing:
     overhead = non_torch + activation + graphs
 
     budget = math.ceil(req.gpu_memory_gib * GiB * req.gpu_memory_utilization) / GiB
-    kv_gib = budget - weights - overhead
+    kv_gib = budget - weights - lora - overhead
     kv_dtype = KV_DTYPE_BYTES.get(req.kv_cache_dtype, dtype_bytes)
     per_token_gpu = kv_bytes_per_token(m, kv_dtype, tp)
     blocks = max(int(kv_gib * GiB // (BLOCK_SIZE * per_token_gpu)), 0)
     tokens = blocks * BLOCK_SIZE
-    needed = weights + overhead + max_model_len * per_token_gpu / GiB
+    needed = weights + lora + overhead + max_model_len * per_token_gpu / GiB
     fits = tokens >= max_model_len
     where = f"{req.gpu_name} has {budget:.1f} GiB at utilization {req.gpu_memory_utilization}"
     if fits:
         reason = f"{tokens:,} KV tokens hold {tokens / max_model_len:.1f} requests of {max_model_len:,} tokens; {where}"
     else:
-        reason = (f"needs {needed:.1f} GiB per GPU (weights {weights:.1f} + overhead {overhead:.1f} + KV for one "
+        adapters = f" + LoRA slots {lora:.1f}" if lora else ""
+        reason = (f"needs {needed:.1f} GiB per GPU (weights {weights:.1f}{adapters} + overhead {overhead:.1f} + KV for one "
                   f"{max_model_len:,}-token request {max_model_len * per_token_gpu / GiB:.1f}), {where}")
     return Sizing(
         model=m.name, gpu=req.gpu_name, tensor_parallel_size=tp, interconnect=link, gpu_memory_gib=req.gpu_memory_gib,
         gpu_memory_utilization=req.gpu_memory_utilization, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=batched, weights_gib_per_gpu=weights, non_torch_gib_per_gpu=non_torch,
+        max_num_batched_tokens=batched, weights_gib_per_gpu=weights, lora_gib_per_gpu=lora, non_torch_gib_per_gpu=non_torch,
         activation_gib_per_gpu=activation, cuda_graph_gib_per_gpu=graphs, overhead_gib_per_gpu=overhead,
         kv_cache_gib_per_gpu=max(kv_gib, 0.0), kv_bytes_per_token=kv_bytes_per_token(m, kv_dtype),
         kv_bytes_per_token_per_gpu=per_token_gpu, kv_cache_tokens=tokens, max_concurrency=tokens / max_model_len,

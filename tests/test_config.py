@@ -318,7 +318,7 @@ def test_tensor_parallelism_beyond_the_instance_is_rejected_per_instance_type():
 
 GATEWAY_SECRETS = {"gatewayMasterKey", "redisAuthToken"}
 PROD_SECRETS = {"huggingfaceToken", "grafanaAdminPassword", "pagerdutyRoutingKey", "slackWebhookUrl",
-                *GATEWAY_SECRETS, "gatewayKeys.search-app", "gatewayKeys.research"}
+                *GATEWAY_SECRETS, "gatewayKeys.search-app", "gatewayKeys.support-desk", "gatewayKeys.research"}
 DEV_SECRETS = {"grafanaAdminPassword", *GATEWAY_SECRETS, "gatewayKeys.dev-team"}
 
 

@@ -22,12 +22,21 @@ def cfg() -> config.StackConfig:
 @pytest.mark.parametrize("key", stack.SERVED)
 def test_a_server_runs_the_rendered_arguments_with_only_location_host_and_port_replaced(cfg, key):
     rendered = vllm_args(key, cfg.models[key], "e2e-registry", 18000)
-    local = stack.server_args(key, cfg.models[key], "/models/tiny", 18000)
+    local = stack.server_args(key, cfg.models[key], "/models/tiny", 18000, "/local/adapters")
     changed = {i: (rendered[i], local[i]) for i in range(len(rendered)) if rendered[i] != local[i]}
     assert len(local) == len(rendered)
+    adapters = {rendered.index(f"{name}=/cache/adapters/{name}"): (f"{name}=/cache/adapters/{name}",
+                                                                  f"{name}=/local/adapters/{name}")
+                for name in cfg.models[key].adapters}
     assert changed == {0: (rendered[0], "/models/tiny"),
-                       rendered.index("--host") + 1: ("0.0.0.0", "127.0.0.1")}
+                       rendered.index("--host") + 1: ("0.0.0.0", "127.0.0.1"), **adapters}
     assert local[local.index("--shutdown-timeout") + 1] == str(stack.DRAIN_SECONDS)
+
+
+def test_the_fast_model_serves_a_lora_adapter_the_run_can_load(cfg):
+    assert stack.ADAPTER in cfg.models[stack.FAST].adapters
+    with pytest.raises(ValueError, match="give the folder"):
+        stack.server_args(stack.FAST, cfg.models[stack.FAST], "/m", 1)
 
 
 def test_the_quality_server_queues_beyond_two_sequences(cfg):

@@ -59,13 +59,23 @@ def test_tiers_fall_back_one_step_down(prod: Rendered, dev: Rendered):
 
 
 def test_costs_are_per_token_from_the_config(prod: Rendered):
+    """A model's prices, or an adapter's own (else its base model's)."""
+    models = prod.config.models
+    prices = {key: m.cost_per_1k_tokens for key, m in models.items()}
+    prices |= {name: a.cost_per_1k_tokens or m.cost_per_1k_tokens for m in models.values()
+               for name, a in m.adapters.items()}
+    priced = set()
     for entry in _config(prod)["model_list"]:
         params = entry["litellm_params"]
         if params["model"].startswith("openai/"):
-            cost = prod.config.models[params["model"].split("/")[1]].cost_per_1k_tokens
+            cost = prices[params["model"].split("/")[1]]
             assert params["input_cost_per_token"] == pytest.approx(cost.input / 1000)
             assert params["output_cost_per_token"] == pytest.approx(cost.output / 1000)
-    assert prod.config.models["llama-405b-fp8"].cost_per_1k_tokens.output == 0.012
+            priced.add(params["model"].split("/")[1])
+    assert priced == set(prices)
+    assert models["llama-405b-fp8"].cost_per_1k_tokens.output == 0.012
+    # support-en has its own price; sql-assistant inherits llama-8b's.
+    assert prices["support-en"].output == 0.0009 and prices["sql-assistant"] == models["llama-8b"].cost_per_1k_tokens
 
 
 def test_limits_are_shared_through_redis_and_metrics_are_open_in_cluster(prod: Rendered):
@@ -119,8 +129,10 @@ def test_key_policy_expands_tiers_and_keeps_limits(prod: Rendered):
     assert policy["keys"]["search-app"] == {"models": ["auto", "fast", "llama-8b"], "requestsPerMinute": 600,
                                             "tokensPerMinute": 400000}
     assert policy["keys"]["research"]["models"] == ["*"]
-    served = {*prod.config.models, "fast", "balanced", "quality", "auto"}
+    served = {*prod.config.models, "support-en", "support-de", "sql-assistant", "fast", "balanced", "quality", "auto"}
     assert set(policy["models"]) == served
+    # Adapters granted without their base model: the key reaches them and nothing else.
+    assert policy["keys"]["support-desk"]["models"] == ["support-de", "support-en"]
     assert policy["fallbacksAcrossGrants"] is True and policy["replicas"] == prod.config.gateway.replicas
     # The auth and hooks modules ship beside the config, as the files in this repository.
     assert cm["data"]["gateway_auth.py"] == Path(gateway_auth.__file__).read_text()

@@ -252,10 +252,12 @@ CANARIES = {
     "slackWebhookUrl": "https://hooks.slack.com/services/TCANARY/BCANARY/canarycanarycanary",
     "gatewayMasterKey": "sk-canary-master-7d2e1",
     "redisAuthToken": "canaryRedisAuthToken9b8c7d6e",
-    "gatewayKeys": '{"search-app": "sk-canary-search-31f0", "research": "sk-canary-research-88aa"}',
+    "gatewayKeys": '{"search-app": "sk-canary-search-31f0", "support-desk": "sk-canary-support-5e6f", '
+                   '"research": "sk-canary-research-88aa"}',
 }
 # Each client key's value on its own: the gatewayKeys object above is JSON, and a file could hold one key alone.
-CLIENT_KEY_CANARIES = {"gatewayKeys.search-app": "sk-canary-search-31f0", "gatewayKeys.research": "sk-canary-research-88aa"}
+CLIENT_KEY_CANARIES = {"gatewayKeys.search-app": "sk-canary-search-31f0", "gatewayKeys.support-desk": "sk-canary-support-5e6f",
+                       "gatewayKeys.research": "sk-canary-research-88aa"}
 
 
 def test_no_secret_reaches_any_file_the_plan_writes(tmp_path: Path):
@@ -280,7 +282,7 @@ def test_no_secret_reaches_any_file_the_plan_writes(tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     # Client keys never reach a resource, not even as a Secret's input: only their SHA-256 does.
     assert f"canaries in memory: {sorted(set(CANARIES) - {'gatewayKeys'})}" in proc.stdout
-    assert "key hashes in memory: ['research', 'search-app']" in proc.stdout
+    assert "key hashes in memory: ['research', 'search-app', 'support-desk']" in proc.stdout
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert {"inventory.json", "outputs.json", "kube-prometheus-stack.yaml", "secret-monitoring-grafana-admin.yaml",
             "secret-monitoring-alertmanager-receivers.yaml", "alertmanagerconfig-monitoring-llm-platform.yaml",

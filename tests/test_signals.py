@@ -110,7 +110,8 @@ def test_dashboard_panels_do_not_overlap():
 
 def test_the_provisioned_dashboard_is_the_one_built_in_python(stack: Rendered):
     [configmap] = [c for c in stack.kind("ConfigMap") if c["metadata"]["name"] == "llm-platform-dashboards"]
-    assert json.loads(configmap["data"]["llm-platform-models.json"]) == dashboards.models_dashboard()
+    with_adapters = any(m.adapters for m in stack.config.models.values())
+    assert json.loads(configmap["data"]["llm-platform-models.json"]) == dashboards.models_dashboard(with_adapters)
 
 
 def test_config_series_follow_the_stack_config(prod: Rendered, dev: Rendered):

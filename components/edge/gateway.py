@@ -27,7 +27,7 @@ from components.shared.disruption import evict_one_at_a_time, surge_one_at_a_tim
 from components.shared.labels import PLATFORM_LABELS
 from components.shared.secret import opaque_secret
 from config import ModelDeployment
-from config.schema import TIERS, Gateway
+from config.schema import TIERS, Gateway, TokenCost
 
 NAMESPACE = "llm-gateway"
 NAME = "llm-gateway"
@@ -86,8 +86,30 @@ REDIS_CLIENT_ENV = {"REDIS_CONNECTION_POOL_TIMEOUT": "1", "REDIS_CIRCUIT_BREAKER
 
 # Decisions ------------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Served:
+    """One name the gateway serves from a model's servers: the model itself, or one of its LoRA adapters (vLLM
+    serves each under its own name, so the request carries it unchanged)."""
+
+    name: str
+    model_key: str
+    tier: str | None
+    cost: TokenCost
+
+
+def served(models: dict[str, ModelDeployment]) -> list[Served]:
+    """Every model and adapter, each with its tier (an adapter joins one only when its own `tier` says so) and its
+    prices (an adapter's own, else its model's)."""
+    result = []
+    for key, m in models.items():
+        result.append(Served(key, key, m.tier, m.cost_per_1k_tokens))
+        result += [Served(name, key, a.tier, a.cost_per_1k_tokens or m.cost_per_1k_tokens)
+                   for name, a in m.adapters.items()]
+    return result
+
+
 def served_tiers(models: dict[str, ModelDeployment]) -> list[str]:
-    return [tier for tier in TIERS if any(m.tier == tier for m in models.values())]
+    return [tier for tier in TIERS if any(s.tier == tier for s in served(models))]
 
 
 def nearest_tier(wanted: str, served: list[str]) -> str:
@@ -105,17 +127,17 @@ def tier_fallbacks(served: list[str]) -> list[dict[str, list[str]]]:
     return [{tier: [served[i - 1]]} for i, tier in enumerate(served) if i > 0][::-1]
 
 
-def backend_params(key: str, m: ModelDeployment, base_url: str, timeout: int) -> dict:
+def backend_params(s: Served, base_url: str, timeout: int) -> dict:
     """One model server as LiteLLM's OpenAI-compatible provider. vLLM serves the model under its key
-    (--served-model-name); TGI's Messages API ignores the name."""
+    (--served-model-name) and each adapter under its name (--lora-modules); TGI's Messages API ignores the name."""
     return {
-        "model": f"openai/{key}",
+        "model": f"openai/{s.name}",
         "api_base": f"{base_url.rstrip('/')}/v1",
         # The servers take no key; the OpenAI client needs a non-empty one.
         "api_key": "unused",
         "timeout": timeout,
-        "input_cost_per_token": m.cost_per_1k_tokens.input / 1000,
-        "output_cost_per_token": m.cost_per_1k_tokens.output / 1000,
+        "input_cost_per_token": s.cost.input / 1000,
+        "output_cost_per_token": s.cost.output / 1000,
     }
 
 
@@ -128,22 +150,24 @@ class RedisSettings:
 
 def litellm_config(models: dict[str, ModelDeployment], backends: dict[str, str], gateway: Gateway,
                    redis: RedisSettings | None = RedisSettings()) -> dict:
-    """LiteLLM's config.yaml. `backends` maps each model key to its server's base URL. `redis` None leaves the
-    limit counters in each replica's memory (a single replica, or a test without Redis)."""
-    served = served_tiers(models)
+    """LiteLLM's config.yaml. `backends` maps each model key to its server's base URL (its adapters are served
+    there too). `redis` None leaves the limit counters in each replica's memory (a single replica, or a test without
+    Redis)."""
+    names = served(models)
+    tiers = served_tiers(models)
     timeout = gateway.request_timeout_seconds
     # model_info.id must be unique per deployment; model_info.tier is LiteLLM's own (free/paid), so not used.
-    model_list = [{"model_name": key, "litellm_params": backend_params(key, m, backends[key], timeout),
-                   "model_info": {"id": key}} for key, m in models.items()]
-    # A tier is a model group: LiteLLM balances its requests over every model in it.
-    model_list += [{"model_name": m.tier, "litellm_params": backend_params(key, m, backends[key], timeout),
-                    "model_info": {"id": f"{m.tier}/{key}"}}
-                   for tier in served for key, m in models.items() if m.tier == tier]
-    if served:
+    model_list = [{"model_name": s.name, "litellm_params": backend_params(s, backends[s.model_key], timeout),
+                   "model_info": {"id": s.name}} for s in names]
+    # A tier is a model group: LiteLLM balances its requests over every model (and adapter) in it.
+    model_list += [{"model_name": tier, "litellm_params": backend_params(s, backends[s.model_key], timeout),
+                    "model_info": {"id": f"{tier}/{s.name}"}}
+                   for tier in tiers for s in names if s.tier == tier]
+    if tiers:
         model_list.append({"model_name": AUTO, "litellm_params": {
             "model": "auto_router/complexity_router",
-            "complexity_router_config": {"tiers": complexity_tiers(served)},
-            "complexity_router_default_model": nearest_tier("balanced", served),
+            "complexity_router_config": {"tiers": complexity_tiers(tiers)},
+            "complexity_router_default_model": nearest_tier("balanced", tiers),
         }})
     connection = {"host": "os.environ/REDIS_HOST", "port": "os.environ/REDIS_PORT",
                   "password": "os.environ/REDIS_PASSWORD", "ssl": redis.ssl,
@@ -173,7 +197,7 @@ def litellm_config(models: dict[str, ModelDeployment], backends: dict[str, str],
         general_settings["coordination_redis"] = connection
     return {
         "model_list": model_list,
-        "router_settings": router_settings(served, timeout),
+        "router_settings": router_settings(tiers, timeout),
         "litellm_settings": litellm_settings,
         "general_settings": general_settings,
     }
@@ -201,19 +225,21 @@ def router_settings(served: list[str], timeout: int) -> dict:
 
 
 def allowed_models(entries: list[str], models: dict[str, ModelDeployment]) -> list[str]:
-    """A key's `models` expanded to the names a request may carry: a tier admits its group and its models."""
+    """A key's `models` expanded to the names a request may carry: a tier admits its group and its members. A model
+    key admits the base model only, never its adapters (nor an adapter its base): each is granted by name."""
     if "*" in entries:
         return ["*"]
     names: list[str] = []
     for entry in entries:
-        names += [entry] + ([key for key, m in models.items() if m.tier == entry] if entry in TIERS else [])
+        names += [entry] + ([s.name for s in served(models) if s.tier == entry] if entry in TIERS else [])
     return sorted(set(names))
 
 
 def served_names(models: dict[str, ModelDeployment]) -> list[str]:
-    """Every name a request may carry: each model key, each served tier, and `auto` when a tier is served."""
+    """Every name a request may carry: each model key and adapter, each served tier, and `auto` when a tier is
+    served."""
     tiers = served_tiers(models)
-    return sorted({*models, *tiers, *([AUTO] if tiers else [])})
+    return sorted({*(s.name for s in served(models)), *tiers, *([AUTO] if tiers else [])})
 
 
 def key_policy(gateway: Gateway, models: dict[str, ModelDeployment]) -> dict:

@@ -100,6 +100,18 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
        "servers the router can send to."),
 ]
 
+# Only on a stack that serves adapters (their series are recorded per adapter, so they exist nowhere else).
+ADAPTER_PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
+    ("LoRA adapter requests", "reqps", [
+        (_series(signals.ADAPTER_REQUESTS), "{{model}} / {{adapter}}"),
+    ], "Models with adapters only: requests each adapter answered at the gateway (named directly or through a "
+       "tier). They are also part of their model's requests: the servers are shared."),
+    ("LoRA adapter latency (p50, p99)", "s", [
+        (_series(signals.ADAPTER_LATENCY[50]), "{{adapter}} p50"),
+        (_series(signals.ADAPTER_LATENCY[99]), "{{adapter}} p99"),
+    ], "End-to-end latency of each adapter's requests at the gateway."),
+]
+
 # The gateway's own view: what clients asked for (a model key, a tier or `auto`) and what they got back. Its own
 # dashboard: the gateway's labels are the requested name and the key, not the model/tier the models board filters on.
 GATEWAY_PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
@@ -128,9 +140,9 @@ DATASOURCE = {"name": "datasource", "label": "Data source", "type": "datasource"
               "current": {"text": "Prometheus", "value": "prometheus"}}
 
 
-def models_dashboard() -> dict:
+def models_dashboard(with_adapters: bool = False) -> dict:
     return {
-        **_board("llm-platform-models", "LLM platform: models", PANELS),
+        **_board("llm-platform-models", "LLM platform: models", PANELS + (ADAPTER_PANELS if with_adapters else [])),
         "templating": {"list": [
             DATASOURCE,
             _variable("model", "Model", f"label_values({signals.MODEL_INFO}, model)"),
@@ -158,10 +170,11 @@ def _board(uid: str, title: str, panels: list) -> dict:
     }
 
 
-def dashboards() -> dict[str, dict]:
+def dashboards(with_adapters: bool = False) -> dict[str, dict]:
     """ConfigMap data key (the file name Grafana's sidecar writes) -> dashboard."""
-    return {"llm-platform-models.json": models_dashboard(), "llm-platform-gateway.json": gateway_dashboard()}
+    return {"llm-platform-models.json": models_dashboard(with_adapters),
+            "llm-platform-gateway.json": gateway_dashboard()}
 
 
-def configmap_data() -> dict[str, str]:
-    return {name: json.dumps(board, indent=1, sort_keys=True) for name, board in dashboards().items()}
+def configmap_data(with_adapters: bool = False) -> dict[str, str]:
+    return {name: json.dumps(board, indent=1, sort_keys=True) for name, board in dashboards(with_adapters).items()}

@@ -367,7 +367,7 @@ class MonitoringStack(pulumi.ComponentResource):
             metadata={"name": "llm-platform-dashboards", "namespace": NAMESPACE,
                       "labels": {**PLATFORM_LABELS, dashboards.LABEL: dashboards.LABEL_VALUE},
                       "annotations": {dashboards.FOLDER_ANNOTATION: dashboards.FOLDER}},
-            data=dashboards.configmap_data(),
+            data=dashboards.configmap_data(any(m.adapters for m in args.cfg.models.values())),
             opts=in_namespace,
         )
         self.register_outputs({

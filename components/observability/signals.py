@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from components.serving.model_server import NAMESPACE, min_servers
 from config import ModelDeployment, StackConfig
+from config.schema import TIERS
 
 INFERENCE = f'namespace="{NAMESPACE}"'
 MODEL_LABELS = "model, tier"
@@ -52,6 +53,14 @@ ROUTER_REQUESTS = "model:llm_router_requests:rate5m"
 ROUTER_ERRORS = "model:llm_router_failed_attempts:rate5m"
 ROUTER_WORKERS = "model:llm_router_workers:max"
 GPU_COST = "model:llm_gpu_cost_dollars_per_hour:sum"
+# Per LoRA adapter, from the gateway: vLLM labels its per-request metrics with the base model's served name only
+# (model_name), whichever adapter a request used; its one LoRA series, vllm:lora_requests_info, is an info gauge
+# whose label values list the adapters running and waiting at the last step (checked by make e2e against a real
+# server). The gateway's latency histogram names the deployment that answered (model_id: the adapter's name, or
+# <tier>/<adapter> through a tier group), so requests the adapter answered are counted wherever they came from.
+ADAPTER_REQUESTS = "adapter:llm_requests:rate5m"
+ADAPTER_LATENCY = {q: f"adapter:llm_e2e_latency_seconds:p{q}_5m" for q in (50, 99)}
+GATEWAY_LATENCY = "litellm_request_total_latency_metric"
 
 # Alert thresholds that are not per-model config. Each has its why; tests/test_rules.py checks each fires just above
 # and stays silent just below.
@@ -344,16 +353,36 @@ def model_alerts() -> list[Alert]:
     ]
 
 
+def adapter_recordings(cfg: StackConfig) -> list[Recording]:
+    """Each adapter's answered requests per second and end-to-end latency at the gateway, labelled with the adapter
+    and its model (and the model's tier), 0 while it has no traffic."""
+    rules = []
+    for key, m in cfg.models.items():
+        for name in m.adapters:
+            deployment = f'model_id=~"{name}|[a-z]+/{name}"'
+            labels = {**model_labels(key, m), "adapter": name}
+            rules.append(Recording(ADAPTER_REQUESTS,
+                                   f"sum(rate({GATEWAY_LATENCY}_count{{{deployment}}}[5m])) or vector(0)", labels))
+            rules += [Recording(ADAPTER_LATENCY[q], f"histogram_quantile({q / 100:g}, sum by (le) "
+                                                   f"(rate({GATEWAY_LATENCY}_bucket{{{deployment}}}[5m])))", labels)
+                      for q in ADAPTER_LATENCY]
+    return rules
+
+
 def prometheus_rule_groups(cfg: StackConfig) -> list[dict]:
-    return [
+    groups = [
         {"name": "llm-platform.models.config", "rules": [r.rule() for r in config_recordings(cfg)]},
         {"name": "llm-platform.models.series", "rules": [r.rule() for r in pod_recordings()]},
         {"name": "llm-platform.alerts", "rules": [a.rule() for a in model_alerts()]},
     ]
+    adapters = adapter_recordings(cfg)
+    if adapters:
+        groups.insert(2, {"name": "llm-platform.adapters", "rules": [r.rule() for r in adapters]})
+    return groups
 
 
 def recorded_names(cfg: StackConfig) -> set[str]:
-    return {r.record for r in (*config_recordings(cfg), *pod_recordings())}
+    return {r.record for r in (*config_recordings(cfg), *pod_recordings(), *adapter_recordings(cfg))}
 
 
 # Scaler queries -------------------------------------------------------------------------------------------------
@@ -378,9 +407,11 @@ ACTIVATION_ONLY_TARGET = 100000
 
 
 def gateway_request_names(key: str, m: ModelDeployment) -> list[str]:
-    """The names a request for this model can carry at the gateway: its key, its tier, and `auto` (the complexity
-    router may pick its tier)."""
-    return [key, *([m.tier, "auto"] if m.tier else [])]
+    """The names a request for this model's servers can carry at the gateway: its key, its adapters' names, the
+    tiers it or an adapter serves, and `auto` (the complexity router may pick such a tier). A request for an adapter
+    wakes its base model's servers, which are the adapter's too."""
+    tiers = [t for t in TIERS if t == m.tier or any(a.tier == t for a in m.adapters.values())]
+    return [key, *m.adapters, *tiers, *(["auto"] if tiers else [])]
 
 
 def gateway_requests_query(key: str, m: ModelDeployment) -> str:

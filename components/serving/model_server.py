@@ -21,7 +21,9 @@ from components.shared.disruption import evict_one_at_a_time, surge_one_at_a_tim
 from components.shared.labels import PLATFORM_LABELS
 from config import GpuPool, ModelDeployment
 from config.schema import PRE_STOP_SLEEP_SECONDS, TERMINATION_MARGIN_SECONDS
-from planning.capacity import DTYPE_BYTES, GiB, weights_bytes_per_gpu
+from planning.capacity import DTYPE_BYTES, GiB, lora_bytes_per_gpu, weights_bytes_per_gpu
+
+FP32_BYTES = 4
 
 NAMESPACE = "llm-inference"
 SERVER_SERVICE_ACCOUNT = "model-server"
@@ -90,10 +92,17 @@ def startup_budget_seconds(m: ModelDeployment) -> int:
     return max(MIN_STARTUP_SECONDS, math.ceil(2 * seconds / 60) * 60)
 
 
+def adapters_gib(m: ModelDeployment) -> float:
+    """The adapters' files: each adapter's A and B matrices at its own rank, counted at fp32 (the most a PEFT
+    checkpoint stores), which is an upper bound for bf16 ones."""
+    arch = MODELS[m.model]
+    return sum(lora_bytes_per_gpu(arch, 1, 1, a.rank, FP32_BYTES) for a in m.adapters.values()) / GiB
+
+
 def cache_gib(m: ModelDeployment, streams_from_s3: bool) -> int:
     """The model cache volume. A server that streams weights straight from S3 keeps only small files."""
     weights = 0.0 if streams_from_s3 else checkpoint_gib(m)
-    return math.ceil(weights * 1.1) + CACHE_HEADROOM_GIB
+    return math.ceil(weights * 1.1 + adapters_gib(m)) + CACHE_HEADROOM_GIB
 
 
 def progress_deadline_seconds(m: ModelDeployment) -> int:
@@ -230,7 +239,7 @@ def pod_spec(args: ModelServerArgs, container: dict, init_containers: list[dict]
             {"name": "tmp", "emptyDir": {"sizeLimit": f"{TMP_GIB}Gi"}},
         ],
     }
-    if any(mount["name"] == TOKEN_VOLUME for mount in container.get("volumeMounts", [])):
+    if any(mount["name"] == TOKEN_VOLUME for c in (container, *init_containers) for mount in c.get("volumeMounts", [])):
         # Owner and group read only: the pod's fsGroup makes the file readable by the (non-root) server.
         spec["volumes"].append({"name": TOKEN_VOLUME, "secret": {
             "secretName": args.token_secret, "defaultMode": 0o440,

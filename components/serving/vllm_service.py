@@ -4,7 +4,7 @@ and `make test-upstream` parses every rendered list with the real vLLM argument 
 from __future__ import annotations
 
 from catalog.engines import VLLM_QUANTIZATION
-from catalog.versions import VLLM
+from catalog.versions import AWS_CLI, VLLM
 from components.serving.model_server import (
     CACHE_PATH,
     REGISTRY_PREFIX,
@@ -15,6 +15,10 @@ from components.serving.model_server import (
     token_file_mount,
 )
 from config import ModelDeployment
+from config.schema import LoraAdapter
+
+ADAPTERS_PATH = f"{CACHE_PATH}/adapters"
+"""Each adapter's files, fetched before the server starts: <ADAPTERS_PATH>/<adapter name>/."""
 
 
 def model_location(m: ModelDeployment, bucket: str) -> str:
@@ -48,7 +52,55 @@ def vllm_args(key: str, m: ModelDeployment, bucket: str, port: int) -> list[str]
             args += [flag, str(value)]
     if needs_scale_out_endpoints(m):
         args.append("--enable-scale-out")
-    return args + list(m.extra_args)
+    return args + lora_args(m) + list(m.extra_args)
+
+
+def adapter_path(name: str) -> str:
+    return f"{ADAPTERS_PATH}/{name}"
+
+
+def lora_args(m: ModelDeployment) -> list[str]:
+    """Adapters are loaded at start (--lora-modules), from local copies the init containers fetched: every replica a
+    Deployment starts, in a rollout or a scale-up, gets the adapters its pod template names, and a server that
+    cannot load one never becomes ready. vLLM's run-time load/unload endpoints would leave each replica's set to
+    whoever called it last, and they are off unless VLLM_ALLOW_RUNTIME_LORA_UPDATING is set (it is not)."""
+    if not m.adapters:
+        return []
+    return ["--enable-lora", "--max-loras", str(m.lora_slots), "--max-lora-rank", str(m.lora_rank),
+            "--max-cpu-loras", str(m.cpu_lora_slots),
+            "--lora-modules", *(f"{name}={adapter_path(name)}" for name in m.adapters)]
+
+
+def adapter_fetch(name: str, adapter: LoraAdapter, bucket: str, region: str, has_token: bool) -> dict:
+    """Init container that copies one adapter into the cache volume: from the registry with the pod's own identity
+    (Pod Identity, as the weights), or from the Hub at the pinned revision with the token file. vLLM would fetch a
+    Hub id itself, but always at main (vllm/lora/utils.py get_adapter_absolute_path passes no revision)."""
+    if adapter.source == "registry":
+        return {
+            "name": f"adapter-{name}",
+            "image": AWS_CLI.reference,
+            "command": ["aws", "s3", "sync", "--only-show-errors", "--no-progress",
+                        f"s3://{bucket}/{REGISTRY_PREFIX}/{adapter.checkpoint}/", adapter_path(name)],
+            "env": [{"name": "AWS_REGION", "value": region}],
+            "resources": FETCH_RESOURCES,
+            "volumeMounts": [{"name": "cache", "mountPath": CACHE_PATH}],
+        }
+    command = ["hf", "download", adapter.checkpoint, "--local-dir", adapter_path(name)]
+    if adapter.revision:
+        command += ["--revision", adapter.revision]
+    return {
+        "name": f"adapter-{name}",
+        "image": VLLM.reference,
+        "command": command,
+        "env": [{"name": "HF_HOME", "value": CACHE_PATH},
+                *([{"name": "HF_TOKEN_PATH", "value": TOKEN_FILE}] if has_token else [])],
+        "resources": FETCH_RESOURCES,
+        "volumeMounts": [{"name": "cache", "mountPath": CACHE_PATH}, *([token_file_mount()] if has_token else [])],
+    }
+
+
+FETCH_RESOURCES = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
+"""An adapter is tens to hundreds of MiB; the copy streams it to disk."""
 
 
 def needs_scale_out_endpoints(m: ModelDeployment) -> bool:
@@ -88,4 +140,7 @@ class VllmService(ModelServer):
             # HF_TOKEN is unset (make test-upstream checks this with the huggingface_hub vLLM installs).
             env.append({"name": "HF_TOKEN_PATH", "value": TOKEN_FILE})
             container["volumeMounts"] = [token_file_mount()]
-        return container, []
+        has_token = args.token_secret is not None
+        init = [adapter_fetch(name, adapter, bucket, args.region, has_token)
+                for name, adapter in args.deployment.adapters.items()]
+        return container, init

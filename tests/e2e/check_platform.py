@@ -6,11 +6,13 @@ stop a server last. Each check's docstring is its line in the report (tests/e2e/
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections import Counter
 
 import pytest
@@ -183,6 +185,15 @@ def test_the_router_sends_a_greeting_to_fast_and_reasoning_to_quality(platform, 
                                           for name, (tier, deployment) in routed.items()))
 
 
+def priced(answer, name: str) -> tuple[float, float]:
+    """The answer's cost header and what the configured prices of `name` make of its tokens; they must agree."""
+    usage, price = answer.usage, stack.PRICES[name]
+    expected = usage["prompt_tokens"] * price["input"] / 1000 + usage["completion_tokens"] * price["output"] / 1000
+    cost = float(answer.headers["x-litellm-response-cost"])
+    assert cost == pytest.approx(expected, rel=1e-6), (cost, expected, usage)
+    return cost, expected
+
+
 def test_a_tier_by_name_answers_from_its_model_at_the_configured_price(platform, record_property):
     """2. A tier by name; the cost header is tokens x configured prices"""
     url, key = platform.gateways[1].url, platform.keys["team"]
@@ -190,12 +201,55 @@ def test_a_tier_by_name_answers_from_its_model_at_the_configured_price(platform,
     assert answer.status == 200, platform.explain(f"{answer.status} {answer.error}", "gateway-b")
     assert answer.headers.get("x-litellm-model-group") == "quality", answer.headers
     assert served_by(answer) == f"quality/{stack.QUALITY}", answer.headers
-    usage, price = answer.usage, stack.PRICES[stack.QUALITY]
-    expected = usage["prompt_tokens"] * price["input"] / 1000 + usage["completion_tokens"] * price["output"] / 1000
-    cost = float(answer.headers["x-litellm-response-cost"])
-    assert cost == pytest.approx(expected, rel=1e-6), (cost, expected, usage)
+    usage, (cost, expected) = answer.usage, priced(answer, stack.QUALITY)
     record_property("measured", f"quality -> {served_by(answer)}; {usage['prompt_tokens']} in + "
                     f"{usage['completion_tokens']} out = ${cost:.6f} (expected ${expected:.6f})")
+
+
+def _text(answer) -> str:
+    return answer.body["choices"][0]["message"]["content"]
+
+
+def test_a_lora_adapter_answers_its_own_key_differently_from_its_base_at_its_own_price(platform, record_property):
+    """2. A LoRA adapter: its key gets 200 from it and 403 from the base model; its answer differs; its own price"""
+    url = platform.gateways[0].url
+    only, team = platform.keys["adapter-only"], platform.keys["team"]
+    same = {"content": "Hello, how are you today?", "max_tokens": 12, "temperature": 0, "seed": 7}
+    answers = {"adapter-only key, adapter": chat(url, only, stack.ADAPTER, **same),
+               "adapter-only key, base model": chat(url, only, stack.FAST, **same),
+               "adapter-only key, base tier": chat(url, only, "fast", **same),
+               "team key, base model": chat(url, team, stack.FAST, **same)}
+    statuses = {name: a.status for name, a in answers.items()}
+    assert statuses == {"adapter-only key, adapter": 200, "adapter-only key, base model": 403,
+                        "adapter-only key, base tier": 403, "team key, base model": 200}, platform.explain(
+        f"{statuses}; errors: { {n: a.error for n, a in answers.items()} }", "gateway-a", f"vllm-{stack.FAST}")
+    adapter, base = answers["adapter-only key, adapter"], answers["team key, base model"]
+    assert served_by(adapter) == stack.ADAPTER, adapter.headers
+    assert _text(adapter) != _text(base), (_text(adapter), _text(base))
+    cost, expected = priced(adapter, stack.ADAPTER)
+    record_property("measured", f"{statuses}; same prompt, temperature 0: adapter {_text(adapter)!r} vs base "
+                    f"{_text(base)!r}; cost ${cost:.6f} at the adapter's prices (expected ${expected:.6f})")
+
+
+def test_every_replica_of_the_model_holds_the_adapter_and_applies_it_alike(platform, record_property):
+    """2. Every replica lists the adapter and gives the same greedy answer with it; the router passes it through"""
+    same = {"content": "The quick brown fox", "max_tokens": 12, "temperature": 0}
+    listed, direct = {}, {}
+    for server in platform.replicas:
+        with urllib.request.urlopen(f"{server.url}/v1/models", timeout=10) as answer:
+            cards = {card["id"]: card for card in json.loads(answer.read())["data"]}
+        listed[server.name] = cards.get(stack.ADAPTER, {}).get("parent")
+        reply = chat(server.url, None, stack.ADAPTER, **same)
+        assert reply.status == 200, platform.explain(f"{server.name}: {reply.status} {reply.error}", server.name)
+        direct[server.name] = _text(reply)
+    assert set(listed.values()) == {stack.FAST}, listed
+    assert len(set(direct.values())) == 1, direct
+    routed = [chat(platform.router.server.url, None, stack.ADAPTER, **same) for _ in range(4)]
+    assert [r.status for r in routed] == [200] * 4, platform.explain(
+        f"router: {[(r.status, r.error) for r in routed]}", platform.router.server.name)
+    assert {_text(r) for r in routed} == set(direct.values()), ([_text(r) for r in routed], direct)
+    record_property("measured", f"{len(listed)} replicas list {stack.ADAPTER} (parent {stack.FAST}); the same "
+                    f"answer from each and from 4 requests through the router: {next(iter(direct.values()))!r}")
 
 
 # 3. Streaming -----------------------------------------------------------------------------------------------------
@@ -271,10 +325,10 @@ def test_performance_direct_and_through_the_gateway(platform, record_property):
 
 @pytest.fixture(scope="module")
 def traffic(platform):
-    """Every name a client can ask for (each model, tier and `auto`) through both gateways, then until Prometheus
+    """Every name a client can ask for (each model, adapter, tier and `auto`) through both gateways, then until Prometheus
     holds it: the metric checks below see a series per gateway and per name, so a query that KEDA would find
     ambiguous (several series) shows up, whichever checks ran before."""
-    names = [*platform.cfg.models, *gateway.served_tiers(platform.cfg.models), gateway.AUTO]
+    names = gateway.served_names(platform.cfg.models)
     for g in platform.gateways:
         for name in names:
             chat(g.url, platform.keys["team"], name, max_tokens=4)
@@ -289,7 +343,7 @@ def _platform_expressions(cfg) -> dict[str, str]:
     for group in stack.rule_groups(cfg):
         for rule in group["rules"]:
             found[f"rule {rule.get('record') or rule.get('alert')}"] = rule["expr"]
-    for board in dashboards.dashboards().values():
+    for board in dashboards.dashboards(with_adapters=True).values():
         for panel in board["panels"]:
             for target in panel["targets"]:
                 found[f"dashboard {board['title']} / {panel['title']}"] = target["expr"]
@@ -337,6 +391,31 @@ def test_every_recording_rule_returns_data(platform, traffic, record_property):
     checked = len({r["record"] for r in rules}) - len(skipped)
     record_property("measured", f"{checked} recorded series with data; not checked (GPU, Karpenter, nodes): "
                     f"{', '.join(sorted(skipped))}")
+
+
+def test_adapter_requests_are_recorded_per_adapter_and_counted_within_their_model(platform, traffic,
+                                                                                  record_property):
+    """6. Adapter requests: rate and latency recorded per adapter; vLLM counts them under the base model"""
+    # A gateway series starts at its first request, which rate() cannot see: a few more, once the series exist.
+    for g in platform.gateways:
+        for _ in range(3):
+            chat(g.url, platform.keys["team"], stack.ADAPTER, max_tokens=4)
+    selector = f'{{adapter="{stack.ADAPTER}", model="{stack.FAST}"}}'
+
+    def recorded(name: str) -> list[float]:
+        return [float(r["value"][1]) for r in platform.prometheus.query(name + selector) if float(r["value"][1]) > 0]
+
+    rate = wait_until(lambda: recorded(signals.ADAPTER_REQUESTS), 30)
+    p99 = wait_until(lambda: recorded(signals.ADAPTER_LATENCY[99]), 30)
+    assert rate and p99, platform.explain(f"rate {rate}, p99 {p99}", "prometheus", "gateway-a")
+    text = exposition(platform.replicas[0].url)
+    counted_as = set(re.findall(r'^vllm:request_success_total\{[^}]*model_name="([^"]+)"', text, re.M))
+    assert counted_as == {stack.FAST}, counted_as
+    info = [line for line in text.splitlines() if line.startswith("vllm:lora_requests_info{")]
+    assert info and all('max_lora="1"' in line for line in info), info
+    record_property("measured", f"{signals.ADAPTER_REQUESTS} {rate[0]:.3f}/s, p99 {p99[0]:.2f} s; "
+                    f"vLLM labels the adapter's requests model_name={sorted(counted_as)}; "
+                    f"{len(info)} vllm:lora_requests_info series")
 
 
 def test_every_keda_query_returns_one_series_per_model(platform, traffic, record_property):

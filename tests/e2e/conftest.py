@@ -32,6 +32,8 @@ WORK = ROOT / "build" / "e2e"
 TOOLS = ROOT / os.environ.get("LLM_PLATFORM_TOOLS", "build/tools/usr/bin")
 VLLM_PYTHON = ROOT / os.environ.get("LLM_PLATFORM_VLLM_PYTHON", ".venv-upstream/bin/python")
 TINY_MODEL = WORK / "tiny-model"
+ADAPTERS = WORK / "adapters"
+"""One folder per adapter (tests/e2e/tiny_adapter.py), as the pod's init containers leave them."""
 # Measured here: a vLLM server is healthy in 17-45 s alone; two start side by side on two cores.
 VLLM_STARTUP_SECONDS = 240
 STARTUP_SECONDS = 90
@@ -76,7 +78,7 @@ def start_vllm(cfg, key: str, cpu: int | None, index: int = 0) -> Server:
         # cores starve both, and a busy server must leave the other core to Prometheus and the gateways.
         env["VLLM_CPU_OMP_THREADS_BIND"] = str(cpu)
     (fresh_folder(folder) / "tmp").mkdir()
-    args = stack.server_args(key, cfg.models[key], str(TINY_MODEL), port)
+    args = stack.server_args(key, cfg.models[key], str(TINY_MODEL), port, str(ADAPTERS))
     (folder / "args.txt").write_text(" ".join(args) + "\n")
     return start(folder.name, [str(VLLM_PYTHON), "-m", "tests.upstream.vllm_cpu", "serve", *args], folder, port,
                  env, cpus={cpu} if cpu is not None else None)
@@ -174,8 +176,9 @@ def _wait_ready(servers: list[tuple[Server, str, float]]) -> dict[str, float]:
 
 def _missing_tools() -> list[str]:
     needed = [TOOLS / n for n in ("prometheus", "prometheus-alertmanager", "redis-server")] + [VLLM_PYTHON]
-    return [str(p) for p in needed if not p.exists()] + ([] if (TINY_MODEL / "config.json").exists()
-                                                        else [str(TINY_MODEL)])
+    adapters = [ADAPTERS / name / "adapter_config.json" for name in stack.stack_config().models[stack.FAST].adapters]
+    return [str(p) for p in needed + adapters if not p.exists()] + ([] if (TINY_MODEL / "config.json").exists()
+                                                                   else [str(TINY_MODEL)])
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import config
 from components.edge import gateway
 from components.observability import monitoring, signals
 from components.serving import model_server, replica_router
-from components.serving.vllm_service import vllm_args
+from components.serving.vllm_service import ADAPTERS_PATH, vllm_args
 from tests.prometheus import OPERATOR_RELABELINGS, pod_target, relabel
 
 # Two tiers with a server each, so routing, fallback and per-tier cost are real; the fast one has two, behind its
@@ -21,6 +21,8 @@ from tests.prometheus import OPERATOR_RELABELINGS, pod_target, relabel
 # the scale-from-zero signal. All three are the same catalog model (the planner's checks run on it); every server
 # loads the same tiny local checkpoint instead.
 FAST, QUALITY, ASLEEP = "small", "large", "asleep"
+ADAPTER = "small-support"
+"""A LoRA adapter on the fast model (tests/e2e/tiny_adapter.py writes it), served by both its replicas."""
 SERVED = (FAST, QUALITY)
 ROUTED_REPLICAS = 2
 """Servers of the fast model, behind its replica router."""
@@ -34,7 +36,7 @@ SHARED_RPM_LIMIT = 6
 QUALITY_MAX_SEQS = 2
 QUALITY_QUEUE_TARGET = 1
 DRAIN_SECONDS = 30
-PRICES = {FAST: {"input": 0.1, "output": 0.2}, QUALITY: {"input": 1.0, "output": 2.0}}
+PRICES = {FAST: {"input": 0.1, "output": 0.2}, QUALITY: {"input": 1.0, "output": 2.0}, ADAPTER: {"input": 0.3, "output": 0.6}}
 MAX_MODEL_LEN = 2048
 
 
@@ -44,7 +46,9 @@ def stack_config() -> config.StackConfig:
         "cluster": {"region": "us-west-2"},
         "gpuPools": {"gpu": {"instanceFamilies": ["g6e"], "gpuLimit": 8}},
         "models": {
-            FAST: {**common, "tier": "fast", "costPer1kTokens": PRICES[FAST], "maxReplicas": 2},
+            FAST: {**common, "tier": "fast", "costPer1kTokens": PRICES[FAST], "maxReplicas": 2,
+                   "adapters": {ADAPTER: {"checkpoint": "e2e/small-support", "rank": 8,
+                                          "costPer1kTokens": PRICES[ADAPTER]}}},
             QUALITY: {**common, "tier": "quality", "costPer1kTokens": PRICES[QUALITY], "maxReplicas": 1,
                       "maxNumSeqs": QUALITY_MAX_SEQS,
                       "autoscaling": {"waitingRequestsPerReplica": QUALITY_QUEUE_TARGET},
@@ -59,6 +63,7 @@ def stack_config() -> config.StackConfig:
             "limited": {"models": ["fast"], "requestsPerMinute": RPM_LIMIT, "tokensPerMinute": 10000000},
             "metered": {"models": ["fast"], "requestsPerMinute": 100000, "tokensPerMinute": TPM_LIMIT},
             "shared": {"models": ["fast"], "requestsPerMinute": SHARED_RPM_LIMIT, "tokensPerMinute": 10000000},
+            "adapter-only": {"models": [ADAPTER], "requestsPerMinute": 100000, "tokensPerMinute": 10000000},
         }},
     })
 
@@ -74,10 +79,12 @@ CPU_CANNOT = {
 }
 
 
-def server_args(key: str, m: config.ModelDeployment, model_dir: str, port: int) -> list[str]:
-    """The rendered `vllm serve` arguments with three substitutions: the local tiny checkpoint for the Hub or S3
-    location (nothing can be downloaded), 127.0.0.1 for 0.0.0.0 (nothing here listens beyond loopback), and a free
-    port for 8000 (two servers share one host). Everything else, including --shutdown-timeout, is as rendered.
+def server_args(key: str, m: config.ModelDeployment, model_dir: str, port: int,
+                adapters_dir: str | None = None) -> list[str]:
+    """The rendered `vllm serve` arguments with four substitutions: the local tiny checkpoint for the Hub or S3
+    location (nothing can be downloaded), the local adapters' folder for the pod's (where its init containers put
+    them), 127.0.0.1 for 0.0.0.0 (nothing here listens beyond loopback), and a free port for 8000 (two servers share
+    one host). Everything else, including --shutdown-timeout and the LoRA limits, is as rendered.
     On vLLM's CPU backend --gpu-memory-utilization is a share of the host's memory (vllm/v1/worker/cpu_worker.py,
     0.32.0), which two servers at 0.92 could not both have; the run sets VLLM_CPU_KVCACHE_SPACE, which fixes the KV
     cache size and skips that check. So the capacity planner's GPU-memory arithmetic is not exercised here."""
@@ -85,7 +92,9 @@ def server_args(key: str, m: config.ModelDeployment, model_dir: str, port: int) 
     unsupported = sorted(set(rendered) & set(CPU_CANNOT))
     if unsupported:
         raise ValueError(f"{key}: {unsupported} cannot run on a CPU ({[CPU_CANNOT[f] for f in unsupported]})")
-    args = [model_dir, *rendered[1:]]
+    if m.adapters and adapters_dir is None:
+        raise ValueError(f"{key} serves adapters {sorted(m.adapters)}: give the folder that holds them")
+    args = [model_dir, *(a.replace(f"={ADAPTERS_PATH}/", f"={adapters_dir}/") for a in rendered[1:])]
     args[args.index("--host") + 1] = "127.0.0.1"
     return args
 
