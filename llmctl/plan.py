@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import runpy
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 import config
+from catalog.instances import types_in_pool
 from components.compute.gpu_node_pool import POOL_LABEL
 from components.edge.gateway import complexity_tiers, tier_fallbacks
 from components.edge.ingress import SSL_POLICY
@@ -24,6 +25,7 @@ from components.serving.model_server import REGISTRY_PREFIX, min_servers, startu
 from config.checks import GATEWAY_KEYS, required_secrets, sizing_request, tiers_served
 from llmctl import cost, policy_check
 from llmctl.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
+from planning import capacity
 from planning.capacity import DTYPE_BYTES, GiB, lora_bytes_per_gpu
 from planning.cost import CostReport
 
@@ -212,6 +214,18 @@ def summary(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def lora_gib_per_gpu(m: config.ModelDeployment, pool: config.GpuPool) -> tuple[float, float]:
+    """What LoRA takes from the KV cache on one GPU: the slots, and the CUDA graphs vLLM captures a second time (the
+    most over the pool's instance types, whose GPUs set vLLM's default sequence count)."""
+    with_lora = sizing_request(m)
+    without = replace(with_lora, lora_slots=0, lora_rank=0)
+    sizes = [tuple(capacity.size(replace(r, gpu_memory_gib=t.gpu_spec.memory_gib, gpu_name=t.gpu_spec.name))
+                   for r in (with_lora, without))
+             for t in types_in_pool(pool.instance_families, pool.instance_types) if t.gpus >= m.tensor_parallel_size]
+    return (max(a.lora_gib_per_gpu for a, _ in sizes),
+            max(a.cuda_graph_gib_per_gpu - b.cuda_graph_gib_per_gpu for a, b in sizes))
+
+
 def _adapter_lines(plan: Plan) -> list[str]:
     """Each model's LoRA adapters: where each comes from, and the GPU memory the slots reserve on every GPU of every
     replica (counted by the capacity planner before the KV cache)."""
@@ -221,10 +235,10 @@ def _adapter_lines(plan: Plan) -> list[str]:
     lines = ["", "LoRA adapters (loaded at start by every replica; the slots reserve GPU memory whether used or not):"]
     for key, m in models.items():
         request = sizing_request(m)
-        slots = lora_bytes_per_gpu(request.model, m.tensor_parallel_size, m.lora_slots, m.lora_rank,
-                                   DTYPE_BYTES[m.dtype]) / GiB
+        slots, graphs = lora_gib_per_gpu(m, plan.cfg.gpu_pools[m.gpu_pool])
         lines.append(f"  {key}: {len(m.adapters)} adapter(s), {m.lora_slots} slot(s) x rank {m.lora_rank} = "
-                     f"{slots:.2f} GiB per GPU, {m.cpu_lora_slots} kept in host memory")
+                     f"{slots:.2f} GiB per GPU, plus {graphs:.2f} GiB of CUDA graphs captured with LoRA too; "
+                     f"{m.cpu_lora_slots} kept in host memory")
         for name, a in m.adapters.items():
             where = (f"s3://<registry>/{REGISTRY_PREFIX}/{a.checkpoint}/" if a.source == "registry"
                      else f"huggingface {a.checkpoint}@{a.revision or 'main'}")

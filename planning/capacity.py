@@ -255,8 +255,17 @@ def cuda_graph_captures(max_num_seqs: int) -> int:
     return sizes_up_to(min(2 * max_num_seqs, 512)) + sizes_up_to(min(max_num_seqs, 512))
 
 
-def cuda_graph_gib(m: ModelArch, max_num_seqs: int) -> float:
-    return CUDA_GRAPH_GIB_PER_LAYER_CAPTURE * m.num_layers * cuda_graph_captures(max_num_seqs)
+def cuda_graph_gib(m: ModelArch, max_num_seqs: int, lora_slots: int = 0) -> float:
+    return (CUDA_GRAPH_GIB_PER_LAYER_CAPTURE * m.num_layers * cuda_graph_captures(max_num_seqs)
+            * cuda_graph_lora_cases(lora_slots))
+
+
+def cuda_graph_lora_cases(lora_slots: int) -> int:
+    """With LoRA on, vLLM 0.32 captures every batch size twice, without and with active adapters
+    (`compilation_config.cudagraph_specialize_lora`, default true; `vllm/v1/cudagraph_dispatcher.py`
+    `_get_lora_cases` returns [0, max_loras + 1] unless --specialize-active-lora adds more), and its estimate counts
+    every graph: LoRA doubles the CUDA graphs' memory. Read from the source; not measured on a GPU here."""
+    return 2 if lora_slots else 1
 
 
 def kv_bytes_per_token(m: ModelArch, kv_dtype_bytes: int, tp: int = 1) -> int:
@@ -361,7 +370,7 @@ def size(req: SizingRequest) -> Sizing:
     link = interconnect(req)
     non_torch = req.non_torch_gib if req.non_torch_gib is not None else non_torch_gib(tp, link)
     activation = activation_bytes_per_gpu(m, tp, dtype_bytes, batched, max_num_seqs) / GiB
-    graphs = cuda_graph_gib(m, max_num_seqs) if req.cuda_graphs_profiled else 0.0
+    graphs = cuda_graph_gib(m, max_num_seqs, req.lora_slots) if req.cuda_graphs_profiled else 0.0
     overhead = non_torch + activation + graphs
 
     budget = math.ceil(req.gpu_memory_gib * GiB * req.gpu_memory_utilization) / GiB

@@ -245,7 +245,9 @@ def test_the_slots_come_out_of_the_kv_cache_and_can_make_a_model_not_fit():
     lora = capacity.size(capacity.replace(base, lora_slots=4, lora_rank=64))
     plain = capacity.size(base)
     taken = plain.kv_cache_gib_per_gpu - lora.kv_cache_gib_per_gpu
-    assert taken == pytest.approx(lora.lora_gib_per_gpu) and lora.lora_gib_per_gpu > 1
+    # The slots, and the CUDA graphs vLLM captures a second time with LoRA active.
+    assert lora.cuda_graph_gib_per_gpu == pytest.approx(2 * plain.cuda_graph_gib_per_gpu)
+    assert taken == pytest.approx(lora.lora_gib_per_gpu + plain.cuda_graph_gib_per_gpu) and lora.lora_gib_per_gpu > 1
     assert lora.kv_cache_tokens < plain.kv_cache_tokens
     crowded = capacity.size(capacity.replace(base, lora_slots=64, lora_rank=512, max_model_len=65536))
     assert not crowded.fits and "LoRA slots" in crowded.reason
@@ -336,7 +338,8 @@ def test_adapter_series_are_recorded_per_adapter_with_their_model(prod: Rendered
 def test_plan_lists_each_adapter_with_its_source_and_memory(prod: Rendered):
     m = prod.config.models["llama-8b"]
     slots = capacity.lora_bytes_per_gpu(MODELS[m.model], 1, m.lora_slots, m.lora_rank, 2) / capacity.GiB
-    assert f"llama-8b: 3 adapter(s), {m.lora_slots} slot(s) x rank {m.lora_rank} = {slots:.2f} GiB per GPU" in prod.stdout
+    assert f"llama-8b: 3 adapter(s), {m.lora_slots} slot(s) x rank {m.lora_rank} = {slots:.2f} GiB per GPU, plus " \
+           in prod.stdout
     for name, a in m.adapters.items():
         line = next(line for line in prod.stdout.splitlines() if line.strip().startswith(name + " "))
         assert f"s3://<registry>/models/{a.checkpoint}/" in line and f"rank {a.rank}" in line, line
