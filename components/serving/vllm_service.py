@@ -73,8 +73,10 @@ def lora_args(m: ModelDeployment) -> list[str]:
 
 def adapter_fetch(name: str, adapter: LoraAdapter, bucket: str, region: str, has_token: bool) -> dict:
     """Init container that copies one adapter into the cache volume: from the registry with the pod's own identity
-    (Pod Identity, as the weights), or from the Hub at the pinned revision with the token file. vLLM would fetch a
-    Hub id itself, but always at main (vllm/lora/utils.py get_adapter_absolute_path passes no revision)."""
+    (Pod Identity, as the weights), or from the Hub at the pinned revision with the token file, by the `hf` command of
+    the server's own image (already on the node; `make test-upstream` runs the command with vLLM's huggingface_hub).
+    vLLM would fetch a Hub id itself, but always at main (vllm/lora/utils.py get_adapter_absolute_path passes no
+    revision)."""
     if adapter.source == "registry":
         return {
             "name": f"adapter-{name}",
