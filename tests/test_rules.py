@@ -478,3 +478,29 @@ def test_a_query_without_its_sum_is_caught(promtool, prod, prod_rules, tmp_path)
     result = run_unit_test(promtool, prod_rules, [{"interval": "1m", "input_series": _series(TRAFFIC),
                                                    "promql_expr_test": [test]}], tmp_path)
     assert result.returncode != 0
+
+
+def test_adapter_series_count_what_each_adapter_answered_directly_or_through_a_tier(promtool, prod, prod_rules,
+                                                                                     tmp_path):
+    """support-en answers 60/min named directly and 30/min through a tier group; support-de 6/min; a deployment whose
+    name merely starts with support-en (support-en-v2) is not support-en's. Latency: every request in the 0.5 s
+    bucket, so p50 is within it."""
+    def answered(model_id: str, per_minute: int, pod: str = "gw-0") -> dict[str, str]:
+        base = 'litellm_request_total_latency_metric_{}{{namespace="llm-gateway", pod="%s", model_id="%s"%s}}'
+        return {base.format("count") % (pod, model_id, ""): f"0+{per_minute}x30",
+                base.format("bucket") % (pod, model_id, ', le="0.5"'): f"0+{per_minute}x30",
+                base.format("bucket") % (pod, model_id, ', le="+Inf"'): f"0+{per_minute}x30"}
+    traffic = {**answered("support-en", 40), **answered("support-en", 20, "gw-1"), **answered("fast/support-en", 30),
+               **answered("support-de", 6), **answered("support-en-v2", 600)}
+    labels_ = {"support-en": '{adapter="support-en", model="llama-8b", tier="fast"}',
+               "support-de": '{adapter="support-de", model="llama-8b", tier="fast"}'}
+    by = "sum by (adapter, model, tier)"
+    tests = [_expr_test(f'{by} (adapter:llm_requests:rate5m{{adapter="{name}"}})', {labels_[name]: rate})
+             for name, rate in (("support-en", 1.5), ("support-de", 0.1))]
+    tests.append(_expr_test(f'{by} (adapter:llm_requests:rate5m{{adapter="sql-assistant"}})',
+                            {'{adapter="sql-assistant", model="llama-8b", tier="fast"}': 0}))
+    tests.append(_expr_test(f'{by} (adapter:llm_e2e_latency_seconds:p50_5m{{adapter="support-en"}})',
+                            {labels_["support-en"]: 0.25}))
+    result = run_unit_test(promtool, prod_rules, [{"interval": "1m", "input_series": _series(traffic),
+                                                   "promql_expr_test": tests}], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
