@@ -123,6 +123,10 @@ GATEWAY_PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
     ("Gateway spend per key (USD per hour)", "currencyUSD", [
         ("sum by (api_key_alias) (increase(litellm_spend_metric_total[1h]))", "{{api_key_alias}}")],
      "What each API key was charged over the last hour, from models.<key>.costPer1kTokens."),
+    ("Gateway spend per model and adapter (USD per hour)", "currencyUSD", [
+        ("sum by (model_id) (increase(litellm_spend_metric_total[1h]))", "{{model_id}}")],
+     "What each deployment earned over the last hour: a model or LoRA adapter by its name, or <tier>/<name> when "
+     "a tier or `auto` request reached it. An adapter is priced by its own costPer1kTokens, else its model's."),
 ]
 
 

@@ -395,7 +395,7 @@ def test_every_recording_rule_returns_data(platform, traffic, record_property):
 
 def test_adapter_requests_are_recorded_per_adapter_and_counted_within_their_model(platform, traffic,
                                                                                   record_property):
-    """6. Adapter requests: rate and latency recorded per adapter; vLLM counts them under the base model"""
+    """6. Adapter requests: rate, latency and spend under the adapter's name; vLLM counts them under the base model"""
     # A gateway series starts at its first request, which rate() cannot see: a few more, once the series exist.
     for g in platform.gateways:
         for _ in range(3):
@@ -411,9 +411,12 @@ def test_adapter_requests_are_recorded_per_adapter_and_counted_within_their_mode
     text = exposition(platform.replicas[0].url)
     counted_as = set(re.findall(r'^vllm:request_success_total\{[^}]*model_name="([^"]+)"', text, re.M))
     assert counted_as == {stack.FAST}, counted_as
+    spend = platform.prometheus.query(f'sum(litellm_spend_metric_total{{model_id="{stack.ADAPTER}"}})')
+    assert spend and float(spend[0]["value"][1]) > 0, platform.explain(f"adapter spend {spend}", "prometheus")
     info = [line for line in text.splitlines() if line.startswith("vllm:lora_requests_info{")]
     assert info and all('max_lora="1"' in line for line in info), info
-    record_property("measured", f"{signals.ADAPTER_REQUESTS} {rate[0]:.3f}/s, p99 {p99[0]:.2f} s; "
+    record_property("measured", f"{signals.ADAPTER_REQUESTS} {rate[0]:.3f}/s, p99 {p99[0]:.2f} s, spend "
+                    f"${float(spend[0]['value'][1]):.4f}; "
                     f"vLLM labels the adapter's requests model_name={sorted(counted_as)}; "
                     f"{len(info)} vllm:lora_requests_info series")
 
