@@ -396,7 +396,14 @@ def test_every_recording_rule_returns_data(platform, traffic, record_property):
 def test_adapter_requests_are_recorded_per_adapter_and_counted_within_their_model(platform, traffic,
                                                                                   record_property):
     """6. Adapter requests: rate, latency and spend under the adapter's name; vLLM counts them under the base model"""
-    # A gateway series starts at its first request, which rate() cannot see: a few more, once the series exist.
+    # A gateway series starts at its first request, which rate() cannot see: a few more once Prometheus holds the
+    # series from both gateways (requests within one scrape would all land in its first sample).
+    answered = (f'count(count by (pod) ({signals.GATEWAY_LATENCY}_count{{model_id="{stack.ADAPTER}", '
+                f'api_key_alias="team"}}))')
+    for g in platform.gateways:
+        chat(g.url, platform.keys["team"], stack.ADAPTER, max_tokens=4)
+    seen = wait_until(lambda: [r for r in platform.prometheus.query(answered) if float(r["value"][1]) >= 2], 30)
+    assert seen, platform.explain(f"{answered}: not from both gateways", "prometheus")
     for g in platform.gateways:
         for _ in range(3):
             chat(g.url, platform.keys["team"], stack.ADAPTER, max_tokens=4)
