@@ -56,6 +56,27 @@ def problems(args: list[str]) -> list[str]:
         found.append(f"--quantization {namespace.quantization}: not one of vLLM's methods")
     if namespace.load_format not in LOAD_FORMATS:
         found.append(f"--load-format {namespace.load_format}: vLLM has no such weight loader")
+    if namespace.enable_lora:
+        found += lora_problems(namespace)
+    return found
+
+
+def lora_problems(namespace) -> list[str]:
+    """The LoRA limits as vLLM's own LoRAConfig validates them at start, and adapters that load from local copies:
+    vLLM takes a relative path that does not exist for a Hub id, and fetches it at main."""
+    from vllm.config.lora import LoRAConfig
+
+    found = []
+    try:
+        LoRAConfig(max_loras=namespace.max_loras, max_lora_rank=namespace.max_lora_rank,
+                   max_cpu_loras=namespace.max_cpu_loras)
+    except ValueError as error:
+        found.append(f"LoRA limits: {' '.join(str(error).split())[:200]}")
+    modules = namespace.lora_modules or []
+    if not modules:
+        found.append("--enable-lora without --lora-modules")
+    found += [f"--lora-modules {m.name}={m.path}: not an absolute local path" for m in modules
+              if not m.path.startswith("/")]
     return found
 
 
@@ -80,6 +101,15 @@ def main(plan_dirs: list[str]) -> int:
         failed += 1
     else:
         print(f"ok   self-check: the parser rejects the removed flag {REMOVED_FLAG[0]}")
+    with_lora = next((args for args in lists.values() if "--enable-lora" in args), None)
+    if with_lora is not None:
+        # And the LoRA checks: a rank vLLM does not size slots for, and fewer host copies than slots.
+        for bad in (["--max-lora-rank", "24"], ["--max-loras", "4", "--max-cpu-loras", "2"]):
+            if not problems(with_lora + bad):
+                print(f"FAIL self-check: accepted {' '.join(bad)}")
+                failed += 1
+            else:
+                print(f"ok   self-check: refused {' '.join(bad)} ({problems(with_lora + bad)[0][:160]})")
     print(f"{len(lists) - min(failed, len(lists))}/{len(lists)} vLLM argument lists parse with vLLM "
           f"{VERSION}")
     return 1 if failed else 0
