@@ -14,6 +14,7 @@ import yaml
 
 import config
 from catalog.instances import types_in_pool
+from catalog.models import MODELS
 from components.compute.gpu_node_pool import POOL_LABEL
 from components.edge.gateway import complexity_tiers, tier_fallbacks
 from components.edge.ingress import SSL_POLICY
@@ -234,7 +235,6 @@ def _adapter_lines(plan: Plan) -> list[str]:
         return []
     lines = ["", "LoRA adapters (loaded at start by every replica; the slots reserve GPU memory whether used or not):"]
     for key, m in models.items():
-        request = sizing_request(m)
         slots, graphs = lora_gib_per_gpu(m, plan.cfg.gpu_pools[m.gpu_pool])
         lines.append(f"  {key}: {len(m.adapters)} adapter(s), {m.lora_slots} slot(s) x rank {m.lora_rank} = "
                      f"{slots:.2f} GiB per GPU, plus {graphs:.2f} GiB of CUDA graphs captured with LoRA too; "
@@ -242,7 +242,7 @@ def _adapter_lines(plan: Plan) -> list[str]:
         for name, a in m.adapters.items():
             where = (f"s3://<registry>/{REGISTRY_PREFIX}/{a.checkpoint}/" if a.source == "registry"
                      else f"huggingface {a.checkpoint}@{a.revision or 'main'}")
-            size = lora_bytes_per_gpu(request.model, 1, 1, a.rank, DTYPE_BYTES[m.dtype]) / GiB
+            size = lora_bytes_per_gpu(MODELS[m.model], 1, 1, a.rank, DTYPE_BYTES[m.dtype]) / GiB
             cost = a.cost_per_1k_tokens or m.cost_per_1k_tokens
             lines.append(f"    {name:<22} {where}  rank {a.rank}  at most {size:.2f} GiB in host memory  "
                          f"tier {a.tier or '-'}  ${cost.input:g}/${cost.output:g} per 1k tokens in/out")
