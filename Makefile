@@ -104,6 +104,7 @@ test-upstream: $(STAMP) $(UPSTREAM_STAMP)
 	HF_HUB_OFFLINE=1 $(UPSTREAM_VENV)/bin/python -m tests.e2e.tiny_model build/upstream/tiny-model
 	HF_HUB_OFFLINE=1 $(UPSTREAM_VENV)/bin/python -m tests.e2e.tiny_model build/upstream/bench-model --size bench
 	HF_HUB_OFFLINE=1 $(UPSTREAM_VENV)/bin/python -m tests.upstream.lora_memory build/upstream/tiny-model build/upstream/bench-model
+	HF_HUB_OFFLINE=1 $(UPSTREAM_VENV)/bin/python -m tests.upstream.stage_memory build/upstream/tiny-model build/upstream/bench-model
 
 # The platform's real programs on 127.0.0.1 (tests/e2e/): two vLLM servers on a tiny generated model, two LiteLLM
 # gateways sharing a Redis, Prometheus with the rendered rules, Alertmanager with the rendered routing. Ends with

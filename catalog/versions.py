@@ -61,8 +61,22 @@ AWS_LOAD_BALANCER_CONTROLLER = Chart(
     "aws-load-balancer-controller", "https://aws.github.io/eks-charts", "3.5.0", "2026-11-24"
 )
 
+# LeaderWorkerSet: runs a multi-node model's replica as one group of pods that start, fail and scale together.
+# Installed only when a model spans nodes. Its CRD is in the chart's crds/ folder, which Helm installs but never
+# upgrades: on a bump, apply the new CRD first (README, Multi-node models). The chart's default manager image tag is
+# `main` with pullPolicy Always, so components/serving/lws_controller.py pins the image to the release.
+# Source: github.com/kubernetes-sigs/lws tag v0.10.0 (charts/lws, appVersion v0.10.0) and its installation docs
+# (`helm install lws oci://registry.k8s.io/lws/charts/lws --version=0.10.0`).
+LWS = Chart("lws", "oci://registry.k8s.io/lws/charts", "0.10.0", "2026-12-03")
+LWS_IMAGE_TAG = "v0.10.0"
+# AWS EFA Kubernetes device plugin: advertises `vpc.amazonaws.com/efa` on EFA-capable nodes. Installed only when a
+# pool sets efa. Source: github.com/aws/eks-charts stable/aws-efa-k8s-device-plugin/Chart.yaml (v0.5.30, appVersion
+# v0.5.20; values.yaml pins the image tag v0.5.20), commit 5239609 (2026-08-03).
+EFA_DEVICE_PLUGIN = Chart("aws-efa-k8s-device-plugin", "https://aws.github.io/eks-charts", "v0.5.30", "2026-12-03")
+
 CHARTS: tuple[Chart, ...] = (KARPENTER, KARPENTER_CRD, NVIDIA_DEVICE_PLUGIN, KUBE_PROMETHEUS_STACK,
-                             PROMETHEUS_OPERATOR_CRDS, KEDA, DCGM_EXPORTER, AWS_LOAD_BALANCER_CONTROLLER)
+                             PROMETHEUS_OPERATOR_CRDS, KEDA, DCGM_EXPORTER, AWS_LOAD_BALANCER_CONTROLLER, LWS,
+                             EFA_DEVICE_PLUGIN)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from components.compute.cluster import EksCluster, EksClusterArgs
+from components.compute.efa_device_plugin import EfaDevicePlugin
 from components.compute.gpu_node_pool import GpuNodePool, GpuNodePoolArgs
 from components.compute.karpenter import Karpenter, KarpenterArgs
 from components.compute.nvidia_device_plugin import NvidiaDevicePlugin
@@ -19,6 +20,7 @@ from components.observability.audit_logs import AuditLogs, AuditLogsArgs
 from components.observability.monitoring import NAMESPACE as MONITORING_NAMESPACE
 from components.observability.monitoring import PROMETHEUS_POD_LABELS, MonitoringStack, MonitoringStackArgs
 from components.serving.keda_scaler import Keda, KedaScaler, KedaScalerArgs
+from components.serving.lws_controller import LwsController
 from components.serving.model_registry import ModelRegistry, ModelRegistryArgs
 from components.serving.model_server import NAMESPACE, TOKEN_SECRET, TOKEN_SECRET_KEY, ModelServer, ModelServerArgs
 from components.serving.replica_router import ReplicaRouter, ReplicaRouterArgs
@@ -83,11 +85,14 @@ class Platform(pulumi.ComponentResource):
                 node_role_name=self.karpenter.node_role.name,
                 tags=cfg.aws_tags,
                 depends_on=[self.karpenter.crds, self.karpenter.release],
+                vpc_id=self.cluster.vpc_id,
             ), on_cluster)
             for key, pool in cfg.gpu_pools.items()
         }
         if any(pool.ami_family == "al2023" for pool in cfg.gpu_pools.values()):
             NvidiaDevicePlugin(f"{name}-nvidia-device-plugin", on_cluster)
+        if any(pool.efa for pool in cfg.gpu_pools.values()):
+            EfaDevicePlugin(f"{name}-efa-device-plugin", on_cluster)
 
         # Model serving
         namespace = k8s.core.v1.Namespace(f"{name}-inference", metadata={
@@ -115,6 +120,10 @@ class Platform(pulumi.ComponentResource):
                 data={TOKEN_SECRET_KEY: huggingface_token},
                 opts=pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace])),
             ))
+        multi_node = sorted(key for key, m in cfg.models.items() if m.multi_node)
+        group_controller = [LwsController(
+            f"{name}-lws", controller_replicas(cfg.cluster.system_node_group.min_size),
+            depends_on=[self.cluster.system_nodes], opts=on_cluster).release] if multi_node else []
         self.model_servers = {
             key: (TgiService if m.engine == "tgi" else VllmService)(f"{name}-model-{key}", ModelServerArgs(
                 key=key,
@@ -124,6 +133,7 @@ class Platform(pulumi.ComponentResource):
                 registry_bucket=self.registry.bucket.bucket,
                 token_secret=TOKEN_SECRET if huggingface_token is not None else None,
                 depends_on=server_prerequisites,
+                group_controller=group_controller,
             ), on_cluster)
             for key, m in cfg.models.items()
         }
@@ -154,7 +164,7 @@ class Platform(pulumi.ComponentResource):
                 key=key,
                 deployment=m,
                 prometheus_url=self.monitoring.prometheus_url,
-                depends_on=[keda.release, self.model_servers[key].deployment],
+                depends_on=[keda.release, self.model_servers[key].workload],
             ), on_cluster)
             for key, m in cfg.models.items()
         }
@@ -194,7 +204,7 @@ class Platform(pulumi.ComponentResource):
         in_serving = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
         prometheus = network_policy.Peer(MONITORING_NAMESPACE, PROMETHEUS_POD_LABELS)
         network_policy.create(f"{name}-serving", NAMESPACE, network_policy.serving_policies(
-            prometheus, routed=sorted(self.replica_routers)), in_serving)
+            prometheus, routed=sorted(self.replica_routers), multi_node=multi_node), in_serving)
         network_policy.create(f"{name}-gateway", GATEWAY_NAMESPACE,
                               network_policy.gateway_policies(cfg.cluster.vpc_cidr, prometheus),
                               pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from catalog.aws import CACHE_ENGINE_VERSIONS
 from catalog.engines import NEEDS_QUANTIZED_CHECKPOINT, TGI_QUANTIZE, VLLM_QUANTIZATION, vllm_extra_arg_problems
-from catalog.instances import SPOT_INTERRUPTION_NOTICE_SECONDS, types_in_pool
+from catalog.instances import SPOT_INTERRUPTION_NOTICE_SECONDS, efa_interfaces, types_in_pool
 from catalog.models import MODELS
 from config.errors import HIDDEN, Problem
 from config.schema import (
@@ -33,7 +33,8 @@ RESERVED_LABEL_PREFIXES = ("karpenter.sh/", "karpenter.k8s.aws/", "kubernetes.io
 
 def check(cfg: StackConfig) -> list[Problem]:
     return [*_check_cluster(cfg), *_check_pools(cfg), *_check_tags(cfg), *_check_models(cfg), *_check_serving(cfg),
-            *_check_adapters(cfg), *_check_monitoring(cfg), *_check_gateway(cfg), *_check_redis(cfg)]
+            *_check_multi_node(cfg), *_check_adapters(cfg), *_check_monitoring(cfg), *_check_gateway(cfg),
+            *_check_redis(cfg)]
 
 
 # Model names the gateway gives a meaning of its own: the complexity router (components/edge/gateway.py AUTO), the
@@ -219,12 +220,14 @@ def _check_models(cfg: StackConfig) -> list[Problem]:
             problems.append(Problem(f"{path}.gpuPool", m.gpu_pool, f"allowed: {', '.join(cfg.gpu_pools)}"))
         if m.model in MODELS and m.gpu_pool in cfg.gpu_pools:
             problems.extend(_check_fit(path, m, cfg.gpu_pools[m.gpu_pool]))
-        if m.gpu_pool in cfg.gpu_pools and m.max_replicas * m.tensor_parallel_size > cfg.gpu_pools[m.gpu_pool].gpu_limit:
+        if m.gpu_pool in cfg.gpu_pools and m.max_replicas * m.gpus_per_replica > cfg.gpu_pools[m.gpu_pool].gpu_limit:
             limit = cfg.gpu_pools[m.gpu_pool].gpu_limit
+            shape = f"tensorParallelSize {m.tensor_parallel_size}" + (
+                f" x pipelineParallelSize {m.pipeline_parallel_size}" if m.multi_node else "")
             problems.append(Problem(f"{path}.maxReplicas", m.max_replicas, (
-                f"{m.max_replicas} replicas x tensorParallelSize {m.tensor_parallel_size} need "
-                f"{m.max_replicas * m.tensor_parallel_size:,} GPUs, more than gpuPools.{m.gpu_pool}.gpuLimit ({limit}) "
-                f"lets one NodePool launch; use at most {limit // m.tensor_parallel_size} or raise gpuLimit")))
+                f"{m.max_replicas} replicas x {shape} need "
+                f"{m.max_replicas * m.gpus_per_replica:,} GPUs, more than gpuPools.{m.gpu_pool}.gpuLimit ({limit}) "
+                f"lets one NodePool launch; use at most {limit // m.gpus_per_replica} or raise gpuLimit")))
         if m.gpu_pool in cfg.gpu_pools and "spot" in cfg.gpu_pools[m.gpu_pool].capacity_types \
                 and m.drain_seconds > MAX_SPOT_DRAIN_SECONDS:
             problems.append(Problem(f"{path}.drainSeconds", m.drain_seconds, (
@@ -237,7 +240,8 @@ def _check_models(cfg: StackConfig) -> list[Problem]:
 def sizing_request(m: ModelDeployment) -> capacity.SizingRequest:
     """The capacity planner's request for one replica of a catalog model, before a GPU is chosen (memory 0)."""
     return capacity.SizingRequest(
-        MODELS[m.model], 0.0, tensor_parallel_size=m.tensor_parallel_size, dtype=m.dtype, quantization=m.quantization,
+        MODELS[m.model], 0.0, tensor_parallel_size=m.tensor_parallel_size,
+        pipeline_parallel_size=m.pipeline_parallel_size, dtype=m.dtype, quantization=m.quantization,
         kv_cache_dtype=m.kv_cache_dtype, gpu_memory_utilization=m.gpu_memory_utilization,
         max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs,
         # Adapters on a mixture of experts are refused by _check_adapters; the fit check sizes the rest without them.
@@ -268,9 +272,42 @@ def _check_fit(path: str, m, pool) -> list[Problem]:
         req = replace(template, gpu_memory_gib=gpu.memory_gib, gpu_name=gpu.name)
         sizing = capacity.size(req)
         if not sizing.fits:
-            problems.append(Problem(path, m.model, f"does not fit on {instance.name} at tensorParallelSize "
-                                    f"{m.tensor_parallel_size}: {sizing.reason}; fix: "
-                                    f"{capacity.suggestion(req, instance.gpus)}"))
+            shape = f"tensorParallelSize {m.tensor_parallel_size}" + (
+                f" and pipelineParallelSize {m.pipeline_parallel_size}" if m.multi_node else "")
+            problems.append(Problem(path, m.model, f"does not fit on {instance.name} at {shape}: {sizing.reason}; "
+                                    f"fix: {capacity.suggestion(req, instance.gpus)}"))
+    return problems
+
+
+def _check_multi_node(cfg: StackConfig) -> list[Problem]:
+    """A model across nodes runs as LeaderWorkerSet groups of vLLM pods, one pipeline stage per node; and EFA and
+    placement groups are only asked of pools that can have them."""
+    problems = []
+    for key, pool in cfg.gpu_pools.items():
+        without = [t.name for t in types_in_pool(pool.instance_families, pool.instance_types) if not efa_interfaces(t.name)]
+        if pool.efa and without:
+            problems.append(Problem(f"gpuPools.{key}.efa", True, f"{', '.join(without)} cannot attach EFA; remove them "
+                                    "from the pool or set efa: false"))
+    for key, m in cfg.models.items():
+        if not m.multi_node:
+            continue
+        path = f"models.{key}.pipelineParallelSize"
+        if m.engine != "vllm":
+            problems.append(Problem(path, m.pipeline_parallel_size, "applies only to engine: vllm (TGI serves a "
+                                    "model from one node)"))
+        if m.adapters:
+            problems.append(Problem(f"models.{key}.adapters", sorted(m.adapters), "a multi-node model serves no "
+                                    "adapters yet (the planner does not split LoRA slots across stages); remove them "
+                                    "or use pipelineParallelSize 1"))
+        if m.gpu_pool in cfg.gpu_pools:
+            pool = cfg.gpu_pools[m.gpu_pool]
+            other = [f"{t.name} ({t.gpus} GPUs)" for t in types_in_pool(pool.instance_families, pool.instance_types)
+                     if t.gpus != m.tensor_parallel_size]
+            if other:
+                problems.append(Problem(path, m.pipeline_parallel_size, (
+                    f"each node of a group runs one stage on tensorParallelSize {m.tensor_parallel_size} GPUs, so "
+                    f"every instance type of pool '{m.gpu_pool}' must have exactly {m.tensor_parallel_size}: "
+                    f"remove {', '.join(other)} from it, or use a pool of such types")))
     return problems
 
 

@@ -16,7 +16,7 @@ from catalog.instances import INSTANCE_FAMILIES, INSTANCE_TYPES
 from catalog.models import MODELS
 from catalog.versions import KUBERNETES_VERSIONS
 from config.errors import did_you_mean
-from planning.capacity import LORA_RANKS, MAX_LORA_SLOTS, MAX_NUM_SEQS
+from planning.capacity import LORA_RANKS, MAX_LORA_SLOTS, MAX_NUM_SEQS, MAX_PIPELINE_STAGES
 
 # Karpenter v1 duration and budget formats, from the karpenter.sh_nodepools CRD (v1.14.1).
 DURATION_OR_NEVER = r"^(([0-9]+(s|m|h))+|Never)$"
@@ -208,6 +208,15 @@ class GpuPool(_Model):
     instance_store_raid0: bool = True
     """Default true: stripe the instance's local NVMe into RAID0 for images and the model cache."""
     labels: dict[str, str] = Field(default_factory=dict, max_length=20)
+    efa: bool = False
+    """Default false. Attach every Elastic Fabric Adapter the instance type has, so NCCL between the nodes of a
+    multi-node model bypasses the kernel's TCP stack: the EFA device plugin runs on the pool's nodes, its model
+    servers request the adapters, and the cluster security group admits all traffic from itself (EFA needs it).
+    Every instance type of the pool must support EFA."""
+    placement_group: bool = False
+    """Default false. Launch the pool's nodes in one cluster placement group the program creates: one zone and one
+    network spine, the lowest latency between the nodes of a multi-node model. Capacity in one placement group is
+    scarcer than in a region, so launches may fail that a zone-spread pool would get."""
 
     @field_validator("instance_families")
     @classmethod
@@ -343,7 +352,12 @@ class ModelDeployment(_Model):
     gpu_pool: str
     """Required. A key of gpuPools; the model must fit on every instance type of that pool."""
     tensor_parallel_size: int = Field(default=1, ge=1, le=64)
-    """GPUs per replica. Must divide the model's attention heads and fit on the pool's instances."""
+    """GPUs per node of a replica. Must divide the model's attention heads and fit on the pool's instances."""
+    pipeline_parallel_size: int = Field(default=1, ge=1, le=MAX_PIPELINE_STAGES)
+    """Default 1: a replica is one pod on one node. Above 1, a replica is a group of this many pods on as many
+    nodes (a LeaderWorkerSet), each holding a contiguous share of the layers on tensorParallelSize GPUs, for a model
+    one node cannot hold. vLLM only; every instance type of the pool must have exactly tensorParallelSize GPUs.
+    At most 8 (this program's ceiling: each stage adds a network hop to every token)."""
     dtype: Literal["auto", "bfloat16", "float16"] = "auto"
     quantization: Literal["none", "fp8", "int8", "awq", "gptq", "bitsandbytes-nf4"] = "none"
     """Default none: the checkpoint as published (an FP8 checkpoint stays FP8)."""
@@ -358,7 +372,7 @@ class ModelDeployment(_Model):
     min_replicas: int = Field(default=1, ge=0, le=INT32_MAX)
     """0 lets the autoscaler scale the model to zero."""
     max_replicas: int = Field(default=1, ge=1, le=INT32_MAX)
-    """Default 1. maxReplicas x tensorParallelSize must fit in the pool's gpuLimit."""
+    """Default 1. maxReplicas x tensorParallelSize x pipelineParallelSize must fit in the pool's gpuLimit."""
     tier: Literal["fast", "balanced", "quality"] | None = None
     """Gateway routing tier this model serves, if any. Clients reach it by its key, by its tier, and through
     the gateway's complexity router (`auto`)."""
@@ -415,6 +429,19 @@ class ModelDeployment(_Model):
     def cpu_lora_slots(self) -> int:
         """--max-cpu-loras: adapters kept in host memory."""
         return self.max_cpu_loras or max(len(self.adapters), self.lora_slots)
+
+    @property
+    def nodes_per_replica(self) -> int:
+        """Pods (and nodes) one replica spans: its pipeline stages."""
+        return self.pipeline_parallel_size
+
+    @property
+    def multi_node(self) -> bool:
+        return self.pipeline_parallel_size > 1
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
 
     @property
     def routed(self) -> bool:

@@ -15,8 +15,8 @@ AT = ("min", "max")
 
 
 def report(cfg: config.StackConfig) -> cost.CostReport:
-    models = [cost.ModelDemand(key, m.gpu_pool, m.tensor_parallel_size, min_servers(m), m.max_replicas,
-                               sizing_request(m))
+    models = [cost.ModelDemand(key, m.gpu_pool, m.gpus_per_replica, min_servers(m), m.max_replicas,
+                               sizing_request(m), m.nodes_per_replica)
               for key, m in sorted(cfg.models.items())]
     pools = [cost.PoolSpec(key, [t.name for t in types_in_pool(p.instance_families, p.instance_types)],
                            "spot" in p.capacity_types)

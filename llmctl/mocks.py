@@ -170,6 +170,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return "vpc-0mock", outputs
         if typ == "aws:ec2/subnet:Subnet":
             return f"subnet-{name}", outputs
+        if typ == "aws:ec2/securityGroup:SecurityGroup":  # ids in EC2's form: Karpenter's selector checks it
+            return f"sg-0{zlib.crc32(name.encode()):08x}", outputs
         return f"{name}-id", outputs
 
     def _arn(self, service: str, kind: str, physical: str) -> str:

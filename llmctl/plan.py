@@ -21,8 +21,15 @@ from components.edge.ingress import SSL_POLICY
 from components.edge.redis_cache import engine_version
 from components.observability import dashboards
 from components.observability.signals import gateway_request_names
+from components.serving import leader_worker_set as lws
 from components.serving.keda_scaler import scaled_object_spec
-from components.serving.model_server import REGISTRY_PREFIX, min_servers, startup_budget_seconds
+from components.serving.model_server import (
+    EFA_RESOURCE,
+    REGISTRY_PREFIX,
+    efa_request,
+    min_servers,
+    startup_budget_seconds,
+)
 from config.checks import GATEWAY_KEYS, required_secrets, sizing_request, tiers_served
 from llmctl import cost, policy_check
 from llmctl.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
@@ -179,19 +186,23 @@ def summary(plan: Plan) -> str:
             f"  {m['metadata']['name']:<24} weight {spec['weight']:>3}  {reqs['karpenter.sh/capacity-type'][0]:<9} "
             f"gpu limit {spec['limits']['nvidia.com/gpu']:>3}  {', '.join(instances)}"
         )
-    servers = [m for m in plan.manifests() if m["kind"] == "Deployment"
+    servers = [m for m in plan.manifests() if m["kind"] in ("Deployment", lws.KIND)
                and m["metadata"]["labels"].get("app.kubernetes.io/component") == "model-server"]
     if servers:
         lines += ["", "Model servers (namespace, engine, pool, GPUs per replica, replicas, start-up budget):"]
     for m in sorted(servers, key=lambda m: m["metadata"]["name"]):
         model = plan.cfg.models[m["metadata"]["name"]]
-        pod = m["spec"]["template"]["spec"]
-        container = pod["containers"][0]
+        template = m["spec"]["leaderWorkerTemplate"]["leaderTemplate"] if m["kind"] == lws.KIND else m["spec"]["template"]
+        container = template["spec"]["containers"][0]
         startup = container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"]
+        gpus = int(container["resources"]["limits"]["nvidia.com/gpu"])
+        shape = f"{gpus * model.nodes_per_replica} GPU ({model.nodes_per_replica} nodes x {gpus})" \
+            if model.multi_node else f"{gpus} GPU"
         lines.append(
             f"  {m['metadata']['name']:<24} {m['metadata']['namespace']}  {model.engine:<4} {model.gpu_pool:<8} "
-            f"{container['resources']['limits']['nvidia.com/gpu']} GPU  {model.min_replicas}-{model.max_replicas}  "
+            f"{shape}  {model.min_replicas}-{model.max_replicas}  "
             f"{startup // 60} min  {model.model} from {model.source}  {container['image']}")
+    lines += _multi_node_lines(plan)
     lines += _adapter_lines(plan)
     lines += ["", *_autoscaling_lines(plan), "", *_gateway_lines(plan), "", *_monitoring_lines(plan)]
     lines += ["", *cost.summary_lines(plan.cost_report)]
@@ -225,6 +236,31 @@ def lora_gib_per_gpu(m: config.ModelDeployment, pool: config.GpuPool) -> tuple[f
              for t in types_in_pool(pool.instance_families, pool.instance_types) if t.gpus >= m.tensor_parallel_size]
     return (max(a.lora_gib_per_gpu for a, _ in sizes),
             max(a.cuda_graph_gib_per_gpu - b.cuda_graph_gib_per_gpu for a, b in sizes))
+
+
+def _multi_node_lines(plan: Plan) -> list[str]:
+    """Each multi-node model's group: its nodes and what each holds, the network between them, and its price."""
+    models = {key: m for key, m in sorted(plan.cfg.models.items()) if m.multi_node}
+    if not models:
+        return []
+    lines = ["", "Multi-node models (LeaderWorkerSet: each replica is a group of nodes that start, fail and scale "
+                 "together; the leader serves the API and the metrics):"]
+    prices = {c.key: c for c in plan.cost_report.models}
+    for key, m in models.items():
+        pool = plan.cfg.gpu_pools[m.gpu_pool]
+        types = types_in_pool(pool.instance_families, pool.instance_types)
+        sizing = min((capacity.size(replace(sizing_request(m), gpu_memory_gib=t.gpu_spec.memory_gib,
+                                            gpu_name=t.gpu_spec.name)) for t in types),
+                     key=lambda s: s.kv_cache_tokens)
+        network = [f"EFA x{efa_request(m, pool)[EFA_RESOURCE]} per node" if pool.efa else "no EFA (TCP between nodes)",
+                   "one cluster placement group" if pool.placement_group else "pods of a group in one zone"]
+        per_group = prices[key].gpu_usd_per_hour[1].times(1 / max(m.max_replicas, 1))
+        lines.append(f"  {key}: {m.pipeline_parallel_size} nodes x {m.tensor_parallel_size} GPUs "
+                     f"({', '.join(t.name for t in types)}), layers per node {list(sizing.stage_layers)}; "
+                     f"{sizing.kv_cache_tokens:,} KV tokens per group ({sizing.max_concurrency:.1f} requests of "
+                     f"{sizing.max_model_len:,}; node {sizing.stage + 1} is the tightest); {'; '.join(network)}; "
+                     f"${per_group.on_demand:.2f}/h per group on demand")
+    return lines
 
 
 def _adapter_lines(plan: Plan) -> list[str]:

@@ -3,12 +3,17 @@
 vLLM (0.32, `vllm/v1/worker/gpu_worker.py::determine_available_memory`) gives the KV cache whatever is left of
 `total_memory * gpu_memory_utilization` after three things it measures at start-up, per GPU:
 
-1. weights: every parameter's bytes, divided across tensor-parallel ranks (see `weights_bytes_per_gpu`);
+1. weights: every parameter's bytes, divided across tensor-parallel ranks (see `weights_bytes_per_gpu`), and with
+   pipeline parallelism only the layers of the GPU's own stage (see `stage_layers`);
 2. non-KV overhead: memory the instance adds outside PyTorch (mostly NCCL and custom all-reduce buffers at TP >= 2),
    the activation peak of one forward pass over `max_num_batched_tokens` tokens (or of the sampler over
    `max_num_seqs` sequences, whichever is larger), and since vLLM 0.21 its estimate of the CUDA graphs;
 3. the KV cache, allocated in blocks of 16 tokens; a token costs
    2 (K and V) x layers x KV heads x head size x bytes of the KV dtype, and each rank holds its share of the heads.
+
+With pipeline parallelism every stage does this for its own layers, and the engine then gives every stage the
+fewest blocks any stage has room for (`vllm/v1/core/kv_cache_utils.py::get_kv_cache_configs`, step 5): the replica
+holds as many tokens as its tightest stage.
 
 Every constant below says where it comes from. Accuracy against public vLLM start-up logs: tests/test_planner.py.
 """
@@ -92,6 +97,9 @@ class SizingRequest:
     gpu_memory_gib: float
     gpu_name: str = "custom"
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    """Stages: each holds a contiguous share of the decoder layers on tensor_parallel_size GPUs (one node each when
+    the model spans nodes)."""
     dtype: str = "auto"
     quantization: str = "none"
     """`none` uses the checkpoint as published (Meta's FP8 405B stays FP8)."""
@@ -122,6 +130,12 @@ class Sizing:
     model: str
     gpu: str
     tensor_parallel_size: int
+    pipeline_parallel_size: int
+    stage: int
+    """The pipeline stage the figures below are for: the one with the fewest KV tokens, which sets the replica's
+    capacity (0 without pipeline parallelism)."""
+    stage_layers: tuple[int, ...]
+    """Decoder layers per stage, as vLLM splits them."""
     interconnect: str
     gpu_memory_gib: float
     gpu_memory_utilization: float
@@ -178,6 +192,9 @@ MAX_NUM_SEQS = 65_536
 """The same ceiling config/schema.py puts on models.<key>.maxNumSeqs."""
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The values vLLM 0.32 accepts for --max-lora-rank (vllm/config/lora.py MaxLoRARanks; checked 2026-12-02)."""
+MAX_PIPELINE_STAGES = 8
+"""This program's ceiling on pipeline stages (config models.<key>.pipelineParallelSize, nodes per replica): each
+stage adds a network hop to every generated token."""
 MAX_LORA_SLOTS = 64
 """This program's ceiling on --max-loras (models.<key>.maxLoras): each slot reserves GPU memory for an adapter of
 the largest rank on every layer, whether or not a request uses it."""
@@ -191,6 +208,9 @@ def validate(req: SizingRequest) -> list[InputProblem]:
     def bad(field: str, why: str) -> None:
         problems.append(InputProblem(field, getattr(req, field), why))
 
+    if not 1 <= req.pipeline_parallel_size <= m.num_layers:
+        bad("pipeline_parallel_size", f"must be from 1 to {m.name}'s {m.num_layers} decoder layers (each stage holds "
+                                      "at least one)")
     if tp < 1:
         bad("tensor_parallel_size", "must be a positive integer")
     elif m.num_attention_heads % tp:
@@ -255,9 +275,10 @@ def cuda_graph_captures(max_num_seqs: int) -> int:
     return sizes_up_to(min(2 * max_num_seqs, 512)) + sizes_up_to(min(max_num_seqs, 512))
 
 
-def cuda_graph_gib(m: ModelArch, max_num_seqs: int, lora_slots: int = 0) -> float:
-    return (CUDA_GRAPH_GIB_PER_LAYER_CAPTURE * m.num_layers * cuda_graph_captures(max_num_seqs)
-            * cuda_graph_lora_cases(lora_slots))
+def cuda_graph_gib(m: ModelArch, max_num_seqs: int, lora_slots: int = 0, layers: int | None = None) -> float:
+    """`layers`: the decoder layers whose graph pieces this GPU holds (one pipeline stage's; default all)."""
+    return (CUDA_GRAPH_GIB_PER_LAYER_CAPTURE * (m.num_layers if layers is None else layers)
+            * cuda_graph_captures(max_num_seqs) * cuda_graph_lora_cases(lora_slots))
 
 
 def cuda_graph_lora_cases(lora_slots: int) -> int:
@@ -268,11 +289,11 @@ def cuda_graph_lora_cases(lora_slots: int) -> int:
     return 2 if lora_slots else 1
 
 
-def kv_bytes_per_token(m: ModelArch, kv_dtype_bytes: int, tp: int = 1) -> int:
-    """K and V for every layer. Per rank: each holds num_kv_heads / tp heads, or one replicated head when tp exceeds
-    the KV heads (so KV memory stops shrinking past tp = num_kv_heads)."""
+def kv_bytes_per_token(m: ModelArch, kv_dtype_bytes: int, tp: int = 1, layers: int | None = None) -> int:
+    """K and V for every layer (or `layers` of them: one pipeline stage's). Per rank: each holds num_kv_heads / tp
+    heads, or one replicated head when tp exceeds the KV heads (so KV memory stops shrinking past tp = num_kv_heads)."""
     heads = m.num_kv_heads if tp == 1 else max(m.num_kv_heads // tp, 1)
-    return 2 * m.num_layers * heads * m.head_size * kv_dtype_bytes
+    return 2 * (m.num_layers if layers is None else layers) * heads * m.head_size * kv_dtype_bytes
 
 
 def parameter_count(m: ModelArch) -> int:
@@ -295,24 +316,70 @@ def _parameters(m: ModelArch, tp: int) -> dict[str, int]:
     small = 2 * h + (2 * hd if m.qk_norm else 0) + (q_out + 2 * kv_out if m.qkv_bias else 0) + router
     vocab = math.ceil(m.vocab_size / VOCAB_PADDING) * VOCAB_PADDING if tp > 1 else m.vocab_size
     embeddings = (1 if m.tie_word_embeddings else 2) * vocab * h // tp
-    return {"attention": attention, "mlp": mlp, "small": small, "embeddings": embeddings + h,
+    return {"attention": attention, "mlp": mlp, "small": small, "vocab_matrix": vocab * h // tp,
             "total": m.num_layers * (attention + mlp + small) + embeddings + h}
 
 
-def weights_bytes_per_gpu(m: ModelArch, tp: int, dtype_bytes: int, quantization: str) -> int:
+def stage_layers(num_layers: int, pp: int) -> list[int]:
+    """Decoder layers per pipeline stage as vLLM 0.32 splits them (`vllm/distributed/utils.py::get_pp_indices`,
+    without VLLM_PP_LAYER_PARTITION): an equal share each, and the remainder one apiece to the stages before the
+    last, starting from the second-to-last (the last stage already holds the final norm and the LM head)."""
+    parts = [num_layers // pp] * pp
+    for i in range(2, num_layers % pp + 2):
+        parts[-i] += 1
+    return parts
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: its decoder layers [start, end), and whether it is the first (input embedding) or the
+    last (final norm, LM head, sampler). Without pipeline parallelism the only stage is both."""
+    start: int
+    end: int
+    first: bool
+    last: bool
+
+    @property
+    def layers(self) -> int:
+        return self.end - self.start
+
+
+def stages(m: ModelArch, pp: int) -> list[Stage]:
+    out, start = [], 0
+    for i, n in enumerate(stage_layers(m.num_layers, pp)):
+        out.append(Stage(start, start + n, i == 0, i == pp - 1))
+        start += n
+    return out
+
+
+def vocab_copies(m: ModelArch, stage: Stage) -> int:
+    """Vocabulary-sized matrices a stage holds (vLLM 0.32 `models/llama.py`, the pattern every decoder follows): the
+    input embedding on the first stage, the LM head on the last. Tied embeddings share one matrix when both are on
+    the same stage; across stages the last one keeps its own copy of the embedding for the head."""
+    copies = int(stage.first) + int(stage.last)
+    return 1 if copies == 2 and m.tie_word_embeddings else copies
+
+
+def weights_bytes_per_gpu(m: ModelArch, tp: int, dtype_bytes: int, quantization: str,
+                          stage: Stage | None = None) -> int:
     """Embeddings, LM head and norms stay in the activation dtype under every quantization vLLM supports;
     quantized formats apply to the decoder layers' linear weights (attention too, unless the checkpoint says
     only the MLP). Also counts the rotary cos/sin cache (max positions x head size, activation dtype): the 32 MiB
-    gap between Llama-3.1-8B's parameters and vLLM's reported 14.99 GiB."""
+    gap between Llama-3.1-8B's parameters and vLLM's reported 14.99 GiB. `stage`: one pipeline stage's share
+    (default: the whole model, one stage)."""
+    stage = stage or Stage(0, m.num_layers, True, True)
     p = _parameters(m, tp)
     quant = m.checkpoint_quantization if quantization == "none" else quantization
     linear_bytes = QUANT_BYTES_PER_PARAM.get(quant, dtype_bytes)
-    quantized_layers = m.num_layers - len(m.unquantized_layers) if quant != "none" else 0
+    unquantized = sum(1 for i in m.unquantized_layers if stage.start <= i < stage.end)
+    quantized_layers = stage.layers - unquantized if quant != "none" else 0
     attention_bytes = linear_bytes if m.quantized_modules == "all" else dtype_bytes
     layers = (quantized_layers * (p["attention"] * attention_bytes + p["mlp"] * linear_bytes)
-              + (m.num_layers - quantized_layers) * (p["attention"] + p["mlp"]) * dtype_bytes)
+              + (stage.layers - quantized_layers) * (p["attention"] + p["mlp"]) * dtype_bytes)
     rope_cache = m.max_position_embeddings * m.head_size * dtype_bytes
-    return int(layers + (m.num_layers * p["small"] + p["embeddings"]) * dtype_bytes + rope_cache)
+    final_norm = m.hidden_size if stage.last else 0
+    vocab = vocab_copies(m, stage) * p["vocab_matrix"]
+    return int(layers + (stage.layers * p["small"] + vocab + final_norm) * dtype_bytes + rope_cache)
 
 
 # LoRA (vLLM 0.32, `vllm/lora/layers/`): with --enable-lora, every linear layer of the decoder, the input embedding
@@ -344,20 +411,29 @@ def lora_bytes_per_gpu(m: ModelArch, tp: int, slots: int, rank: int, dtype_bytes
     return slots * (m.num_layers * per_layer + embeddings) * dtype_bytes
 
 
-def activation_bytes_per_gpu(m: ModelArch, tp: int, dtype_bytes: int, batched_tokens: int, max_num_seqs: int) -> int:
+def activation_bytes_per_gpu(m: ModelArch, tp: int, dtype_bytes: int, batched_tokens: int, max_num_seqs: int,
+                             samples: bool = True) -> int:
+    """`samples`: whether this GPU runs the sampler (only the last pipeline stage does)."""
     intermediate = m.experts_per_token * m.moe_intermediate_size if m.is_moe else m.intermediate_size
     qkv = (m.num_attention_heads + 2 * m.num_kv_heads) * m.head_size
     per_token = dtype_bytes * (3 * intermediate // tp + qkv // tp + 2 * m.hidden_size)
-    sampler = max_num_seqs * m.vocab_size * SAMPLER_BYTES_PER_LOGIT
+    sampler = max_num_seqs * m.vocab_size * SAMPLER_BYTES_PER_LOGIT if samples else 0
     moe_workspace = MOE_WORKSPACE_GIB * GiB if m.is_moe else 0
     return int(max(batched_tokens * per_token, sampler) + moe_workspace)
 
 
 def size(req: SizingRequest) -> Sizing:
-    """Size one replica. Raises PlannerInputError listing every problem with the request."""
+    """Size one replica. Raises PlannerInputError listing every problem with the request. With pipeline
+    parallelism, every stage is sized and the figures are the tightest stage's: vLLM gives every stage the same
+    number of KV blocks, the fewest any stage has room for."""
     problems = validate(req)
     if problems:
         raise PlannerInputError("; ".join(map(str, problems)))
+    sized = [_size_stage(req, i, stage) for i, stage in enumerate(stages(req.model, req.pipeline_parallel_size))]
+    return min(sized, key=lambda s: (s.kv_cache_tokens, not s.fits, s.stage))
+
+
+def _size_stage(req: SizingRequest, index: int, stage: Stage) -> Sizing:
     m, tp = req.model, req.tensor_parallel_size
     dtype_bytes = DTYPE_BYTES[req.dtype]
     default_batched, default_seqs = scheduler_defaults(req.gpu_memory_gib, req.gpu_name)
@@ -365,23 +441,26 @@ def size(req: SizingRequest) -> Sizing:
     max_num_seqs = req.max_num_seqs or default_seqs
     batched = req.max_num_batched_tokens or default_batched
 
-    weights = weights_bytes_per_gpu(m, tp, dtype_bytes, req.quantization) / GiB
+    weights = weights_bytes_per_gpu(m, tp, dtype_bytes, req.quantization, stage) / GiB
     lora = lora_bytes_per_gpu(m, tp, req.lora_slots, req.lora_rank, dtype_bytes) / GiB
     link = interconnect(req)
     non_torch = req.non_torch_gib if req.non_torch_gib is not None else non_torch_gib(tp, link)
-    activation = activation_bytes_per_gpu(m, tp, dtype_bytes, batched, max_num_seqs) / GiB
-    graphs = cuda_graph_gib(m, max_num_seqs, req.lora_slots) if req.cuda_graphs_profiled else 0.0
+    activation = activation_bytes_per_gpu(m, tp, dtype_bytes, batched, max_num_seqs, samples=stage.last) / GiB
+    graphs = cuda_graph_gib(m, max_num_seqs, req.lora_slots, stage.layers) if req.cuda_graphs_profiled else 0.0
     overhead = non_torch + activation + graphs
 
     budget = math.ceil(req.gpu_memory_gib * GiB * req.gpu_memory_utilization) / GiB
     kv_gib = budget - weights - lora - overhead
     kv_dtype = KV_DTYPE_BYTES.get(req.kv_cache_dtype, dtype_bytes)
-    per_token_gpu = kv_bytes_per_token(m, kv_dtype, tp)
+    per_token_gpu = kv_bytes_per_token(m, kv_dtype, tp, stage.layers)
     blocks = max(int(kv_gib * GiB // (BLOCK_SIZE * per_token_gpu)), 0)
     tokens = blocks * BLOCK_SIZE
     needed = weights + lora + overhead + max_model_len * per_token_gpu / GiB
     fits = tokens >= max_model_len
+    pp = req.pipeline_parallel_size
     where = f"{req.gpu_name} has {budget:.1f} GiB at utilization {req.gpu_memory_utilization}"
+    if pp > 1:
+        where = f"pipeline stage {index + 1} of {pp} ({stage.layers} layers); {where}"
     if fits:
         reason = f"{tokens:,} KV tokens hold {tokens / max_model_len:.1f} requests of {max_model_len:,} tokens; {where}"
     else:
@@ -389,7 +468,8 @@ def size(req: SizingRequest) -> Sizing:
         reason = (f"needs {needed:.1f} GiB per GPU (weights {weights:.1f}{adapters} + overhead {overhead:.1f} + KV for one "
                   f"{max_model_len:,}-token request {max_model_len * per_token_gpu / GiB:.1f}), {where}")
     return Sizing(
-        model=m.name, gpu=req.gpu_name, tensor_parallel_size=tp, interconnect=link, gpu_memory_gib=req.gpu_memory_gib,
+        model=m.name, gpu=req.gpu_name, tensor_parallel_size=tp, pipeline_parallel_size=pp, stage=index,
+        stage_layers=tuple(stage_layers(m.num_layers, pp)), interconnect=link, gpu_memory_gib=req.gpu_memory_gib,
         gpu_memory_utilization=req.gpu_memory_utilization, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
         max_num_batched_tokens=batched, weights_gib_per_gpu=weights, lora_gib_per_gpu=lora, non_torch_gib_per_gpu=non_torch,
         activation_gib_per_gpu=activation, cuda_graph_gib_per_gpu=graphs, overhead_gib_per_gpu=overhead,
@@ -406,10 +486,27 @@ def suggestion(req: SizingRequest, max_gpus: int) -> str:
         wider = replace(req, tensor_parallel_size=tp)
         if not validate(wider) and size(wider).fits:
             return f"use tensorParallelSize {tp}"
+    span = _across_nodes(req, max_gpus)
+    also = f", or {span}" if span else ""
     if req.quantization == "none" and m.checkpoint_quantization == "none":
         for quant in ("fp8", "awq"):
             if size(replace(req, quantization=quant)).fits:
-                return f"quantize the weights ({quant})"
+                return f"quantize the weights ({quant}){also}"
     if req.max_model_len and req.max_model_len > 4096 and size(replace(req, max_model_len=4096)).fits:
-        return "lower maxModelLen (4096 fits)"
-    return "use a pool with larger GPUs"
+        return f"lower maxModelLen (4096 fits){also}"
+    return span or "use a pool with larger GPUs"
+
+
+def _across_nodes(req: SizingRequest, max_gpus: int) -> str | None:
+    """The fewest nodes of these GPUs that hold the model, pipeline parallel across them (None: not even the most
+    the planner proposes)."""
+    for pp in (p for p in MULTI_NODE_STAGES if p > req.pipeline_parallel_size):
+        wider = replace(req, tensor_parallel_size=max_gpus, pipeline_parallel_size=pp)
+        if not validate(wider) and size(wider).fits:
+            return f"span {pp} nodes: tensorParallelSize {max_gpus} with pipelineParallelSize {pp}"
+    return None
+
+
+MULTI_NODE_STAGES = (2, 3, 4)
+"""Pipeline stages (nodes) the planner proposes for a model one node cannot hold; more nodes add a network hop per
+stage to every token, which few deployments accept."""

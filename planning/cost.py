@@ -52,6 +52,13 @@ class ModelDemand:
     max_replicas: int
     sizing: SizingRequest
     """The replica's capacity-planner request; its GPU fields are set per instance type here."""
+    nodes_per_replica: int = 1
+    """A multi-node replica's nodes (its pipeline stages): each holds gpus_per_replica / nodes_per_replica GPUs,
+    so the replica is priced as that many nodes' share."""
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus_per_replica // self.nodes_per_replica
 
 
 @dataclass(frozen=True)
@@ -232,14 +239,19 @@ def pool_cost(pool: PoolSpec, demand: list[Demand], region: str) -> PoolCost:
 
 
 def decode_throughput(request: SizingRequest, bandwidth_gb_s: float) -> Throughput:
-    """Tokens per second one replica generates at the assumed concurrency, if decode is memory-bound."""
+    """Tokens per second one replica generates at the assumed concurrency, if decode is memory-bound. With pipeline
+    parallelism the sequences are split into one micro-batch per stage, all stages busy at once (vLLM keeps
+    pipeline_parallel_size batches in flight): each stage's step reads its own weights and its micro-batch's KV, and
+    a micro-batch leaves the last stage every step. Network hops between stages are not counted."""
     sizing = size(request)
+    stages = request.pipeline_parallel_size
     concurrency = max(1, min(ASSUMED_CONCURRENCY, sizing.max_num_seqs,
                              sizing.kv_cache_tokens // ASSUMED_CONTEXT_TOKENS))
+    micro_batch = concurrency / stages
     bytes_per_step = (sizing.weights_gib_per_gpu * GiB
-                      + concurrency * ASSUMED_CONTEXT_TOKENS * sizing.kv_bytes_per_token_per_gpu)
+                      + micro_batch * ASSUMED_CONTEXT_TOKENS * sizing.kv_bytes_per_token_per_gpu)
     step_seconds = bytes_per_step / (bandwidth_gb_s * 1e9 * ASSUMED_BANDWIDTH_EFFICIENCY)
-    return Throughput(request.gpu_name, concurrency / step_seconds, concurrency)
+    return Throughput(request.gpu_name, micro_batch / step_seconds, concurrency)
 
 
 def per_million_tokens(replica_usd_per_hour: Both, tokens_per_second: float) -> Both:
@@ -278,7 +290,10 @@ def estimate(models: list[ModelDemand], pools: list[PoolSpec], fixed: FixedSpec)
     by_pool: tuple[list[PoolCost], list[PoolCost]] = ([], [])
     for at, replicas_of in enumerate((lambda m: m.min_replicas, lambda m: m.max_replicas)):
         for pool in pools:
-            demand = [(m.key, m.gpus_per_replica, replicas_of(m)) for m in models if m.pool == pool.key]
+            # A multi-node replica is packed as its stages, each a node-sized part (they fill whole nodes: config
+            # checks require the pool's types to have exactly the GPUs a stage uses).
+            demand = [(m.key, m.gpus_per_node, replicas_of(m) * m.nodes_per_replica) for m in models
+                      if m.pool == pool.key]
             cost = pool_cost(pool, demand, fixed.region)
             if any(replicas for _, _, replicas in demand) and cost.instance_type is None:
                 unpriced.append(f"GPU pool {pool.key}: no catalog price for {', '.join(pool.instance_types)} "
@@ -306,5 +321,6 @@ def _model_cost(m: ModelDemand, spec: PoolSpec, pools_at: tuple[list[PoolCost], 
         throughput = decode_throughput(request, MEMORY_BANDWIDTH_GB_S[gpu.name])
         replica = node_prices(instance, region, spec.spot)
         per_million = per_million_tokens(replica.times(m.gpus_per_replica / instance.gpus), throughput.tokens_per_second)
+        # (a multi-node replica's GPUs fill its nodes, so that is the price of all of them)
     return ModelCost(m.key, m.pool, m.gpus_per_replica, (m.min_replicas, m.max_replicas), (shares[0], shares[1]),
                      throughput, per_million)

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import yaml
 
+from catalog.gpus import GPUS
 from catalog.models import MODELS
 from planning import capacity
 
 MEASUREMENTS = yaml.safe_load((Path(__file__).parent / "data" / "vllm_measurements.yaml").read_text())
+MULTI_NODE = yaml.safe_load((Path(__file__).parent / "data" / "multi_node_configs.yaml").read_text())
 
 
 def replay(record: dict) -> capacity.SizingRequest:
@@ -97,6 +99,25 @@ def overheads() -> dict[str, tuple[float, float]]:
     return out
 
 
+def multi_node_request(record: dict) -> capacity.SizingRequest:
+    """The planner's request for one published configuration, with the engine defaults of the release it ran."""
+    gpu = GPUS[record["gpu"]]
+    major, minor = (int(v) for v in record["vllm"].split(".")[:2])
+    return capacity.SizingRequest(
+        MODELS[record["model"]], gpu.memory_gib, gpu.name, tensor_parallel_size=record["tp"],
+        pipeline_parallel_size=record["pp"], gpu_memory_utilization=record["gpu_memory_utilization"],
+        max_model_len=record["max_model_len"], cuda_graphs_profiled=(major, minor) >= (0, 21))
+
+
+def multi_node_verdicts() -> dict[str, tuple[bool, capacity.Sizing]]:
+    """Per published configuration: whether the planner agrees that it runs (or does not), and its sizing."""
+    out = {}
+    for record in MULTI_NODE:
+        sizing = capacity.size(multi_node_request(record))
+        out[record["id"]] = (sizing.fits == record["runs"], sizing)
+    return out
+
+
 def _cell(values: list[float]) -> str:
     if not values:
         return f"{'-':>24}"
@@ -114,6 +135,16 @@ def main() -> None:
     print("overhead GiB per GPU (non-torch + activation + CUDA graphs): predicted, implied by the log, difference")
     for record, (predicted, implied) in overheads().items():
         print(f"  {record:<36} {predicted:6.2f} {implied:6.2f} {predicted - implied:+6.2f}")
+    verdicts = multi_node_verdicts()
+    print(f"multi-node configurations (tests/data/multi_node_configs.yaml): the planner agrees with "
+          f"{sum(agree for agree, _ in verdicts.values())} of {len(verdicts)}")
+    for record in MULTI_NODE:
+        agree, s = verdicts[record["id"]]
+        print(f"  {record['id']:<36} {record['gpu']:<10} TP {record['tp']} x PP {record['pp']}  published: "
+              f"{'runs' if record['runs'] else 'does not fit'}; planner: "
+              f"{'fits' if s.fits else 'does not fit'}, {s.kv_cache_tokens:,} KV tokens, weights "
+              f"{s.weights_gib_per_gpu:.1f} GiB/GPU on stage {s.stage + 1} of {s.pipeline_parallel_size}  "
+              f"{'agrees' if agree else 'DISAGREES'}")
 
 
 if __name__ == "__main__":

@@ -17,21 +17,26 @@ def scaled_objects(stack: Rendered) -> dict[str, dict]:
     return {m["metadata"]["name"]: m for m in stack.kind("ScaledObject")}
 
 
-def test_every_model_has_a_scaled_object_on_its_deployment(stack: Rendered):
+def test_every_model_has_a_scaled_object_on_its_workload(stack: Rendered):
+    """A single-node model scales its Deployment; a multi-node one its LeaderWorkerSet, by whole groups."""
     objects = scaled_objects(stack)
-    deployments = {d["metadata"]["name"]: d for d in stack.kind("Deployment")
-                   if d["metadata"]["labels"].get("app.kubernetes.io/component") == "model-server"}
-    assert set(objects) == set(deployments) == set(stack.config.models)
+    workloads = {d["metadata"]["name"]: d for d in [*stack.kind("Deployment"), *stack.kind("LeaderWorkerSet")]
+                 if d["metadata"]["labels"].get("app.kubernetes.io/component") == "model-server"}
+    assert set(objects) == set(workloads) == set(stack.config.models)
     for name, obj in objects.items():
         target = obj["spec"]["scaleTargetRef"]
-        assert (target["kind"], target["name"]) == ("Deployment", name)
-        assert obj["metadata"]["namespace"] == deployments[name]["metadata"]["namespace"]
+        workload = workloads[name]
+        assert (target.get("apiVersion", "apps/v1"), target["kind"], target["name"]) == (
+            workload["apiVersion"], workload["kind"], name)
+        assert workload["kind"] == ("LeaderWorkerSet" if stack.config.models[name].multi_node else "Deployment")
+        assert obj["metadata"]["namespace"] == workload["metadata"]["namespace"]
 
 
 def test_replica_bounds_follow_the_config(prod: Rendered):
     bounds = {name: (o["spec"]["minReplicaCount"], o["spec"]["maxReplicaCount"])
               for name, o in scaled_objects(prod).items()}
-    assert bounds == {"llama-8b": (2, 8), "llama-70b": (2, 4), "llama-405b-fp8": (1, 2), "llama-70b-tgi": (1, 2)}
+    assert bounds == {"llama-8b": (2, 8), "llama-70b": (2, 4), "llama-405b-fp8": (1, 2), "llama-70b-tgi": (1, 2),
+                      "llama-405b-bf16": (0, 2)}
 
 
 def test_a_model_at_zero_is_woken_by_the_gateway_request_counter(dev: Rendered):
@@ -50,17 +55,21 @@ def test_a_model_at_zero_is_woken_by_the_gateway_request_counter(dev: Rendered):
     assert f"{name}: scaled to zero, the first request through the gateway" in dev.stdout
 
 
-def test_models_with_a_floor_have_no_gateway_trigger(prod: Rendered):
+def test_only_models_that_scale_to_zero_have_a_gateway_trigger(prod: Rendered):
     for name, obj in scaled_objects(prod).items():
-        assert "gateway-requests" not in {t["name"] for t in obj["spec"]["triggers"]}, name
+        at_zero = prod.config.models[name].min_replicas == 0
+        assert ("gateway-requests" in {t["name"] for t in obj["spec"]["triggers"]}) == at_zero, name
+    assert prod.config.models["llama-405b-bf16"].min_replicas == 0  # the multi-node alternative waits for a request
 
 
 def test_triggers_default_to_the_seed_and_follow_overrides(prod: Rendered):
     for name, obj in scaled_objects(prod).items():
         triggers = {t["name"]: (t["metadata"]["threshold"], t["metricType"]) for t in obj["spec"]["triggers"]}
         expected = dict(SEED_TRIGGERS)
-        if name == "llama-405b-fp8":  # Pulumi.prod.yaml: autoscaling.p99LatencySeconds: 20
+        if name.startswith("llama-405b"):  # Pulumi.prod.yaml: autoscaling.p99LatencySeconds: 20
             expected["p99-latency"] = ("20", "Value")
+        if name == "llama-405b-bf16":  # minReplicas 0: the gateway's request counter wakes it
+            expected["gateway-requests"] = triggers["gateway-requests"]
         assert triggers == expected, name
         for t in obj["spec"]["triggers"]:
             assert t["type"] == "prometheus"

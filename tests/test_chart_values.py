@@ -43,8 +43,11 @@ def test_every_value_set_is_read_by_its_chart(stack: Rendered):
             unknown = unknown_keys(release["values"], chart_shape(release["chart"], release["version"]))
             assert not unknown, f"{release['release']}: the chart has no value {unknown}"
             checked.append(release["release"])
-    assert set(checked) == {"karpenter", "nvidia-device-plugin", "kube-prometheus-stack", "keda", "dcgm-exporter",
-                            "aws-load-balancer-controller"}
+    expected = {"karpenter", "nvidia-device-plugin", "kube-prometheus-stack", "keda", "dcgm-exporter",
+                "aws-load-balancer-controller"}
+    if stack.stack == "prod":  # its multi-node model on an EFA pool
+        expected |= {"lws", "aws-efa-k8s-device-plugin"}
+    assert set(checked) == expected
 
 
 @pytest.mark.parametrize(("release", "path"), [

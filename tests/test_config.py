@@ -37,21 +37,26 @@ def test_prod_stack_is_ha_with_a_pool_per_tier():
     cfg = config.load_stack_file(ROOT, "prod")
     assert cfg.cluster.availability_zones == 3
     assert cfg.cluster.nat_gateways == "perAz"
-    assert set(cfg.gpu_pools) == {"large", "quality", "small"}
+    assert set(cfg.gpu_pools) == {"large", "quality", "small", "multinode"}
     assert set(cfg.gpu_pools["large"].instance_types) == {"p4de.24xlarge", "p5.48xlarge"}
     assert set(cfg.gpu_pools["quality"].instance_types) == {"p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge"}
-    for pool in cfg.gpu_pools.values():
-        assert pool.capacity_types == ["spot", "on-demand"]
+    for key, pool in cfg.gpu_pools.items():
+        # A spot reclaim of one node takes a whole multi-node group down: that pool is on-demand only.
+        assert pool.capacity_types == (["on-demand"] if key == "multinode" else ["spot", "on-demand"])
+    multinode = cfg.gpu_pools["multinode"]
+    assert (multinode.instance_types, multinode.efa, multinode.placement_group) == (["p5.48xlarge"], True, True)
 
 
 def test_prod_serves_the_seed_tiers_and_dev_one_8b_model():
     prod = config.load_stack_file(ROOT, "prod").models
-    shape = {(m.model, m.engine, m.tensor_parallel_size, m.quantization, m.tier) for m in prod.values()}
+    shape = {(m.model, m.engine, m.tensor_parallel_size, m.pipeline_parallel_size, m.quantization, m.tier)
+             for m in prod.values()}
     assert shape == {
-        ("llama-3.1-8b", "vllm", 1, "none", "fast"),
-        ("llama-3.1-70b", "vllm", 4, "none", "balanced"),
-        ("llama-3.1-405b-fp8", "vllm", 8, "none", "quality"),
-        ("llama-3.1-70b", "tgi", 1, "bitsandbytes-nf4", None),
+        ("llama-3.1-8b", "vllm", 1, 1, "none", "fast"),
+        ("llama-3.1-70b", "vllm", 4, 1, "none", "balanced"),
+        ("llama-3.1-405b-fp8", "vllm", 8, 1, "none", "quality"),
+        ("llama-3.1-70b", "tgi", 1, 1, "bitsandbytes-nf4", None),
+        ("llama-3.1-405b", "vllm", 8, 2, "none", None),  # the bf16 alternative, on two nodes
     }
     assert prod["llama-405b-fp8"].gpu_pool == "quality"
     [(_, dev)] = config.load_stack_file(ROOT, "dev").models.items()

@@ -204,9 +204,18 @@ def test_prod_report_prices_each_part_of_the_stack(prod: Rendered):
     assert models["llama-405b-fp8"]["replicas"] == {"min": 1, "max": 2}
     assert models["llama-405b-fp8"]["gpuUsdPerHour"]["min"]["onDemand"] == pytest.approx(
         on_demand_price("p5.48xlarge", REGION), abs=0.01)  # one replica fills one p5.48xlarge
-    for m in models.values():
+    # A multi-node replica is priced as its nodes: two whole p5.48xlarge, on-demand only (its pool has no spot).
+    assert models["llama-405b-bf16"]["gpusPerReplica"] == 16
+    assert models["llama-405b-bf16"]["gpuUsdPerHour"]["max"]["onDemand"] == pytest.approx(
+        2 * 2 * on_demand_price("p5.48xlarge", REGION), abs=0.01)
+    assert models["llama-405b-bf16"]["gpuUsdPerHour"]["min"]["onDemand"] == 0  # scales to zero
+    for key, m in models.items():
         assert m["assumedThroughput"]["generatedTokensPerSecondPerReplica"] > 0
-        assert 0 < m["usdPerMillionGeneratedTokens"]["spot"] < m["usdPerMillionGeneratedTokens"]["onDemand"]
+        spot, on_demand = m["usdPerMillionGeneratedTokens"]["spot"], m["usdPerMillionGeneratedTokens"]["onDemand"]
+        if prod.config.gpu_pools[prod.config.models[key].gpu_pool].capacity_types == ["on-demand"]:
+            assert 0 < spot == on_demand, key
+        else:
+            assert 0 < spot < on_demand, key
     assert "total at min replicas" in prod.stdout and "per M tokens at" in prod.stdout
 
 

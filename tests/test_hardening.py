@@ -21,14 +21,24 @@ def model_servers(stack: Rendered) -> list[dict]:
             if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "model-server"]
 
 
+def pod_templates(workload: dict) -> list[dict]:
+    """A Deployment's pod template, or a LeaderWorkerSet's leader and worker templates."""
+    if workload["kind"] == "LeaderWorkerSet":
+        group = workload["spec"]["leaderWorkerTemplate"]
+        return [group["leaderTemplate"], group["workerTemplate"]]
+    return [workload["spec"]["template"]]
+
+
 # 1. Availability: a single-server model is not evicted voluntarily; upgrades stay possible ------------------------
 
 def test_a_model_that_can_be_down_to_one_server_is_protected_from_voluntary_disruption(stack: Rendered):
+    """And every pod of a multi-node group, whatever its replicas: evicting one pod takes the whole group down."""
     cfg = stack.config
-    protected = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"].get(DO_NOT_DISRUPT)
-                 for d in model_servers(stack)}
-    assert protected == {key: ("true" if m.min_replicas <= 1 else None) for key, m in cfg.models.items()}
-    assert "true" in protected.values()  # each committed stack has such a model (dev scales to zero)
+    protected = {d["metadata"]["name"]: {t["metadata"]["annotations"].get(DO_NOT_DISRUPT) for t in pod_templates(d)}
+                 for d in [*model_servers(stack), *stack.kind("LeaderWorkerSet")]}
+    assert protected == {key: {"true" if m.min_replicas <= 1 or m.multi_node else None}
+                         for key, m in cfg.models.items()}
+    assert {"true"} in protected.values()  # each committed stack has such a model (dev scales to zero)
 
 
 def test_protected_nodes_can_still_be_upgraded_because_every_gpu_nodepool_bounds_its_drain(stack: Rendered):

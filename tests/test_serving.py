@@ -84,9 +84,11 @@ def test_every_platform_flag_is_one_the_platform_renders_or_owns():
     rendered = set()
     for fields in ({}, {"source": "registry", "quantization": "fp8", "kv_cache_dtype": "fp8", "dtype": "float16",
                         "max_model_len": 4096, "max_num_seqs": 8, "enable_prefix_caching": False},
-                   {"max_replicas": 2}, {"adapters": {"a": {"checkpoint": "org/a", "rank": 8}}}):
+                   {"max_replicas": 2}, {"adapters": {"a": {"checkpoint": "org/a", "rank": 8}}},
+                   {"pipeline_parallel_size": 2, "tensor_parallel_size": 8}):
         rendered |= {a for a in vllm_args("m", deployment(**fields), BUCKET, 8000) if a.startswith("-")}
-    rendered |= {"--model", "--revision", "--enable-prefix-caching", "--download-dir", "-tp", "-q"}
+    rendered |= {"--model", "--revision", "--enable-prefix-caching", "--download-dir", "-tp", "-q", "-pp", "-n", "-r",
+                 "--headless"}  # --headless: the workers' (leader_worker_set.worker_container)
     assert set(VLLM_PLATFORM_FLAGS) <= rendered
 
 

@@ -131,7 +131,7 @@ def test_config_series_follow_the_stack_config(prod: Rendered, dev: Rendered):
     info = [r for r in signals.config_recordings(prod.config) if r.record == signals.MODEL_INFO]
     assert {(r.labels["model"], r.labels.get("tier"), r.labels["engine"]) for r in info} == {
         ("llama-8b", "fast", "vllm"), ("llama-70b", "balanced", "vllm"), ("llama-405b-fp8", "quality", "vllm"),
-        ("llama-70b-tgi", None, "tgi")}
+        ("llama-70b-tgi", None, "tgi"), ("llama-405b-bf16", None, "vllm")}
 
 
 # Alerts on a measured value, whose summary must show it; the others are states (crash-looping, pending, ...).

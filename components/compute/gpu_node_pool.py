@@ -1,10 +1,12 @@
-"""GpuNodePool: one EC2NodeClass and one Karpenter v1 NodePool per capacity type for a `gpuPools` entry."""
+"""GpuNodePool: one EC2NodeClass and one Karpenter v1 NodePool per capacity type for a `gpuPools` entry, and for a
+pool that asks for them, the security group EFA needs and a cluster placement group."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from catalog.instances import types_in_pool
@@ -16,6 +18,8 @@ from config.checks import nodepool_names
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
 POOL_LABEL = "llm-platform.io/gpu-pool"
 AMI_FAMILY_LABEL = "llm-platform.io/ami-family"
+EFA_LABEL = "llm-platform.io/efa"
+"""On the nodes of pools that set efa: where the EFA device plugin runs."""
 # Karpenter orders NodePools by weight: spot first, on-demand only when spot cannot be had.
 CAPACITY_WEIGHTS = {"spot": 100, "on-demand": 10}
 # The OS/boot volume: Bottlerocket keeps images and pods on a second (data) volume, AL2023 on the root volume.
@@ -40,7 +44,8 @@ def requirements(pool: GpuPool, capacity_type: str) -> list[dict]:
 
 
 def node_labels(pool_key: str, pool: GpuPool) -> dict[str, str]:
-    return {**pool.labels, POOL_LABEL: pool_key, AMI_FAMILY_LABEL: pool.ami_family}
+    return {**pool.labels, POOL_LABEL: pool_key, AMI_FAMILY_LABEL: pool.ami_family,
+            **({EFA_LABEL: "true"} if pool.efa else {})}
 
 
 def nodepool_spec(pool_key: str, pool: GpuPool, capacity_type: str, node_class: str) -> dict:
@@ -65,13 +70,17 @@ def nodepool_spec(pool_key: str, pool: GpuPool, capacity_type: str, node_class: 
     }
 
 
-def node_class_spec(pool: GpuPool, *, cluster_name: str, node_role: str, tags: dict[str, str]) -> dict:
+def node_class_spec(pool: GpuPool, *, cluster_name: str, node_role: str, tags: dict[str, str],
+                    efa_security_group: str | None = None, placement_group: str | None = None) -> dict:
+    """`efa_security_group`: the id of the pool's EFA security group, joined beside the cluster's (selector terms
+    are ORed). `placement_group`: the name of the pool's cluster placement group. Karpenter attaches the EFA
+    interfaces itself when a pod requests `vpc.amazonaws.com/efa` (the model servers do on EFA pools)."""
     discovery = {"tags": {DISCOVERY_TAG: cluster_name}}
     spec = {
         "role": node_role,
         "amiSelectorTerms": [{"alias": f"{pool.ami_family}@{pool.ami_version}"}],
         "subnetSelectorTerms": [discovery],
-        "securityGroupSelectorTerms": [discovery],
+        "securityGroupSelectorTerms": [discovery, *([{"id": efa_security_group}] if efa_security_group else [])],
         "blockDeviceMappings": [{
             "deviceName": DATA_DEVICE[pool.ami_family],
             "ebs": {
@@ -98,7 +107,18 @@ def node_class_spec(pool: GpuPool, *, cluster_name: str, node_role: str, tags: d
         })
     if pool.instance_store_raid0:
         spec["instanceStorePolicy"] = "RAID0"
+    if placement_group:
+        spec["placementGroupSelector"] = {"name": placement_group}
     return spec
+
+
+def efa_security_group_rules() -> dict:
+    """EFA's one network requirement: all traffic in from and out to the security group itself
+    (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/efa-start.html, "Prepare an EFA-enabled security group";
+    its OS-bypass traffic is not IP, so no narrower port rule can admit it). Nothing else: the cluster's own
+    security group stays attached for everything else."""
+    everything_from_itself = {"protocol": "-1", "from_port": 0, "to_port": 0, "self": True}
+    return {"ingress": [everything_from_itself], "egress": [everything_from_itself]}
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,8 @@ class GpuNodePoolArgs:
     """AWS tags for the instances and volumes Karpenter launches (the provider's default tags do not reach them)."""
     depends_on: list[pulumi.Resource]
     """The Karpenter CRD and controller releases."""
+    vpc_id: pulumi.Input[str] | None = None
+    """The cluster's VPC: the EFA security group is created in it (only read when pool.efa)."""
 
 
 class GpuNodePool(pulumi.ComponentResource):
@@ -119,17 +141,32 @@ class GpuNodePool(pulumi.ComponentResource):
     node_pools: dict[str, k8s.apiextensions.CustomResource]
     """Keyed by capacity type."""
     node_pool_names: list[str]
+    efa_security_group: aws.ec2.SecurityGroup | None
+    placement_group: aws.ec2.PlacementGroup | None
 
     def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-platform:index:GpuNodePool", name, None, opts)
         after_karpenter = pulumi.ResourceOptions(parent=self, depends_on=args.depends_on)
+        self.efa_security_group = self.placement_group = None
+        if args.pool.efa:
+            self.efa_security_group = aws.ec2.SecurityGroup(
+                f"{name}-efa", vpc_id=args.vpc_id, description=f"EFA between the nodes of GPU pool {args.pool_key}",
+                tags={**args.tags, "Name": f"{args.cluster_name}-{args.pool_key}-efa"},
+                **efa_security_group_rules(), opts=pulumi.ResourceOptions(parent=self))
+        if args.pool.placement_group:
+            self.placement_group = aws.ec2.PlacementGroup(
+                f"{name}-placement", name=f"{args.cluster_name}-{args.pool_key}", strategy="cluster",
+                tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
+        efa_id = self.efa_security_group.id if self.efa_security_group else None
+        placement = self.placement_group.name if self.placement_group else None
         self.node_class = k8s.apiextensions.CustomResource(
             f"{name}-nodeclass",
             api_version="karpenter.k8s.aws/v1",
             kind="EC2NodeClass",
             metadata={"name": args.pool_key, "labels": PLATFORM_LABELS},
-            spec=pulumi.Output.from_input(args.node_role_name).apply(
-                lambda role: node_class_spec(args.pool, cluster_name=args.cluster_name, node_role=role, tags=args.tags)
+            spec=pulumi.Output.all(args.node_role_name, efa_id, placement).apply(
+                lambda v: node_class_spec(args.pool, cluster_name=args.cluster_name, node_role=v[0], tags=args.tags,
+                                          efa_security_group=v[1], placement_group=v[2])
             ),
             opts=after_karpenter,
         )

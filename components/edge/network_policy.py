@@ -19,7 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.edge import gateway
-from components.serving import model_server, replica_router
+from components.serving import leader_worker_set, model_server, replica_router
 from components.shared.labels import PLATFORM_LABELS
 
 SERVER_PORT = "http"
@@ -39,9 +39,10 @@ def _from(peer: Peer) -> dict:
             "podSelector": {"matchLabels": peer.pod_labels}}
 
 
-def serving_policies(prometheus: Peer, routed: list[str]) -> dict[str, dict]:
+def serving_policies(prometheus: Peer, routed: list[str], multi_node: list[str] = ()) -> dict[str, dict]:
     """NetworkPolicy specs for the serving namespace, by name; `prometheus` is the scraper, `routed` the models whose
-    replicas sit behind a replica router (their servers admit only that router, never the gateway)."""
+    replicas sit behind a replica router (their servers admit only that router, never the gateway), `multi_node`
+    the models whose replicas are groups of pods across nodes."""
     servers = {"matchLabels": {"app.kubernetes.io/component": "model-server"}}
     unrouted_servers = {**servers, "matchExpressions": [
         {"key": "app.kubernetes.io/instance", "operator": "NotIn", "values": routed}]} if routed else servers
@@ -62,6 +63,15 @@ def serving_policies(prometheus: Peer, routed: list[str]) -> dict[str, dict]:
             "allow-prometheus-to-routers": {"podSelector": routers, "policyTypes": ["Ingress"], "ingress": [{
                 "from": [_from(prometheus)], "ports": [{"protocol": "TCP", "port": "metrics"}]}]},
         }
+    for key in multi_node:
+        # The pods of a group talk on the rendezvous port and on ports vLLM's message queues, gloo and NCCL pick at
+        # start (components/serving/leader_worker_set.py MASTER_PORT), so every TCP port is open between them. The
+        # peers are the pods of the model's LeaderWorkerSet: a policy is static, and groups come and go with
+        # scaling, so one group cannot be told from another here. EFA's traffic is not IP and is governed by the
+        # pool's security group instead (components/compute/gpu_node_pool.py).
+        group = {"matchLabels": {leader_worker_set.SET_NAME_LABEL: key}}
+        policies[f"allow-group-{key}"] = {"podSelector": group, "policyTypes": ["Ingress"], "ingress": [{
+            "from": [{"podSelector": group}], "ports": [{"protocol": "TCP"}]}]}
     for key in routed:
         policies[f"allow-router-{key}"] = {
             "podSelector": {"matchLabels": model_server.selector(key)}, "policyTypes": ["Ingress"], "ingress": [{

@@ -17,6 +17,7 @@ import pulumi_kubernetes as k8s
 from catalog import versions
 from components.compute.cluster import SYSTEM_NODE_LABEL
 from components.observability.signals import scaler_queries
+from components.serving import leader_worker_set as lws
 from components.serving.model_server import NAMESPACE as INFERENCE_NAMESPACE
 from components.serving.model_server import min_servers
 from components.shared import helm
@@ -51,10 +52,19 @@ def behavior(policy: ScalingPolicy) -> dict:
             "policies": [{"type": "Pods", "value": policy.pods, "periodSeconds": policy.period_seconds}]}
 
 
+def scale_target(key: str, m: ModelDeployment) -> dict:
+    """The Deployment, or a multi-node model's LeaderWorkerSet: KEDA scales it through its scale subresource
+    (spec.replicas counts groups), so the model scales by whole groups. The triggers need no change: vLLM's series
+    come from each group's leader only, one set per replica, as from a single-node server."""
+    if m.multi_node:
+        return {"apiVersion": lws.API_VERSION, "kind": lws.KIND, "name": key}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": key}
+
+
 def scaled_object_spec(key: str, m: ModelDeployment, prometheus_url: str) -> dict:
     scaling = m.autoscaling
     return {
-        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": key},
+        "scaleTargetRef": scale_target(key, m),
         "minReplicaCount": min_servers(m),
         "maxReplicaCount": m.max_replicas,
         "pollingInterval": scaling.polling_interval_seconds,

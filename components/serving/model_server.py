@@ -1,6 +1,6 @@
 """What vLLM and TGI servers share: one interface (ModelServerArgs), the pod around the engine's container, and the
-Deployment, Service and PodDisruptionBudget. Each engine module supplies only its container (`VllmService`,
-`TgiService`); switching a model's engine is one config key.
+Deployment (or, for a model across nodes, the LeaderWorkerSet), Service and PodDisruptionBudget. Each engine module
+supplies only its container (`VllmService`, `TgiService`); switching a model's engine is one config key.
 
 Decisions are plain functions of the config, tested without a Pulumi runtime: resources, probe budgets, labels.
 """
@@ -8,15 +8,16 @@ Decisions are plain functions of the config, tested without a Pulumi runtime: re
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from catalog.engines import NEEDS_QUANTIZED_CHECKPOINT
-from catalog.instances import types_in_pool
+from catalog.instances import efa_interfaces, types_in_pool
 from catalog.models import MODELS
 from components.compute.gpu_node_pool import GPU_TAINT, POOL_LABEL
+from components.serving import leader_worker_set as lws
 from components.shared.disruption import evict_one_at_a_time, surge_one_at_a_time
 from components.shared.labels import PLATFORM_LABELS
 from config import GpuPool, ModelDeployment
@@ -76,6 +77,8 @@ class ModelServerArgs:
     """The Secret holding the Hugging Face token, or None when the stack has none (registry-only stacks)."""
     depends_on: list[pulumi.Resource]
     """The namespace, service account and token Secret: they must exist before the pod."""
+    group_controller: list[pulumi.Resource] = field(default_factory=list)
+    """The LeaderWorkerSet controller's release (its CRD): a multi-node model's group needs it."""
 
 
 # Decisions ------------------------------------------------------------------------------------------------------
@@ -87,9 +90,13 @@ def checkpoint_gib(m: ModelDeployment) -> float:
 
 
 def startup_budget_seconds(m: ModelDeployment) -> int:
+    """A multi-node replica's leader starts its clock when its own node is up, but cannot answer until every
+    worker's node has launched too (Karpenter launches them one by one) and loaded: one more node launch. Each
+    stage's pod reads only its layers, but the whole checkpoint is budgeted, as for one node."""
     rate = S3_GIB_PER_SECOND if m.source == "registry" else HUB_GIB_PER_SECOND
     seconds = ENGINE_WARMUP_SECONDS + checkpoint_gib(m) / rate
-    return max(MIN_STARTUP_SECONDS, math.ceil(2 * seconds / 60) * 60)
+    waiting_for_workers = NODE_LAUNCH_SECONDS if m.multi_node else 0
+    return max(MIN_STARTUP_SECONDS, math.ceil(2 * seconds / 60) * 60) + waiting_for_workers
 
 
 def adapters_gib(m: ModelDeployment) -> float:
@@ -131,9 +138,22 @@ def resources(m: ModelDeployment, pool: GpuPool, cache: int) -> dict:
     candidates = [t for t in types_in_pool(pool.instance_families, pool.instance_types) if t.gpus >= tp]
     cpu = min(t.vcpus * tp / t.gpus for t in candidates) * NODE_SHARE
     memory = math.floor(min(t.memory_gib * tp / t.gpus for t in candidates) * NODE_SHARE)
-    requests = {"cpu": f"{math.floor(cpu * 2) / 2:g}", "memory": f"{memory}Gi", "nvidia.com/gpu": str(tp),
+    devices = {"nvidia.com/gpu": str(tp), **efa_request(m, pool)}
+    requests = {"cpu": f"{math.floor(cpu * 2) / 2:g}", "memory": f"{memory}Gi", **devices,
                 "ephemeral-storage": f"{cache + TMP_GIB}Gi"}
-    return {"requests": requests, "limits": {"memory": f"{memory}Gi", "nvidia.com/gpu": str(tp)}}
+    return {"requests": requests, "limits": {"memory": f"{memory}Gi", **devices}}
+
+
+EFA_RESOURCE = "vpc.amazonaws.com/efa"
+
+
+def efa_request(m: ModelDeployment, pool: GpuPool) -> dict[str, str]:
+    """A multi-node server on an EFA pool takes every adapter of its node (the fewest any of the pool's types has):
+    NCCL spreads a stage's traffic over all of them. Single-node servers do not need EFA."""
+    if not (pool.efa and m.multi_node):
+        return {}
+    return {EFA_RESOURCE: str(min(efa_interfaces(t.name) for t in types_in_pool(pool.instance_families,
+                                                                                 pool.instance_types)))}
 
 
 def labels(key: str, engine: str, tier: str | None) -> dict[str, str]:
@@ -152,6 +172,11 @@ def labels(key: str, engine: str, tier: str | None) -> dict[str, str]:
 def selector(key: str) -> dict[str, str]:
     """Without the engine: a selector cannot change, and switching engine must stay an in-place update."""
     return {"app.kubernetes.io/instance": key, "app.kubernetes.io/component": "model-server"}
+
+
+def endpoint_selector(key: str, m: ModelDeployment) -> dict[str, str]:
+    """The pods that serve the API: every server, or each multi-node group's leader (one endpoint per group)."""
+    return {**selector(key), **(lws.endpoint_labels() if m.multi_node else {})}
 
 
 def probes(m: ModelDeployment, port_name: str) -> dict:
@@ -247,7 +272,9 @@ def pod_spec(args: ModelServerArgs, container: dict, init_containers: list[dict]
     if init_containers:
         spec["initContainers"] = [{**c, "env": [*runtime_env(), *c.get("env", [])], "securityContext": container_context}
                                   for c in init_containers]
-    if m.max_replicas > 1:
+    if m.multi_node:
+        spec["affinity"] = lws.same_zone_as_group(args.key)
+    elif m.max_replicas > 1:
         spec["topologySpreadConstraints"] = spread_constraints(args.key)
     return spec
 
@@ -279,6 +306,20 @@ def min_servers(m: ModelDeployment) -> int:
 REPLICAS_OWNED_BY_AUTOSCALER = ["spec.replicas"]
 
 
+def pod_template(args: ModelServerArgs, pod: dict, port: int | None) -> dict:
+    """`port`: where the pod serves its metrics (None: it serves none, as a multi-node group's workers)."""
+    m = args.deployment
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+    protected = protected_from_voluntary_disruption(m) or m.multi_node
+    return {
+        "metadata": {
+            "labels": labels(args.key, m.engine, m.tier),
+            "annotations": {**(scrape if port else {}), **({DO_NOT_DISRUPT: "true"} if protected else {})},
+        },
+        "spec": pod,
+    }
+
+
 def deployment_spec(args: ModelServerArgs, pod: dict, port: int) -> dict:
     m = args.deployment
     return {
@@ -288,27 +329,29 @@ def deployment_spec(args: ModelServerArgs, pod: dict, port: int) -> dict:
         # One extra server during a rollout, never one fewer: capacity is GPUs, and a new one takes minutes.
         "strategy": surge_one_at_a_time(),
         "progressDeadlineSeconds": progress_deadline_seconds(m),
-        "template": {
-            "metadata": {
-                "labels": labels(args.key, m.engine, m.tier),
-                "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
-                                "prometheus.io/path": "/metrics",
-                                **({DO_NOT_DISRUPT: "true"} if protected_from_voluntary_disruption(m) else {})},
-            },
-            "spec": pod,
-        },
+        "template": pod_template(args, pod, port),
     }
 
 
-def service_spec(key: str, port: int) -> dict:
-    return {"type": "ClusterIP", "selector": selector(key),
+def group_spec(args: ModelServerArgs, pod: dict, port: int) -> dict:
+    """A multi-node model's LeaderWorkerSet: the leader's pod as rendered, each worker the same pod with the
+    worker's container (components/serving/leader_worker_set.py)."""
+    m = args.deployment
+    [leader] = pod["containers"]
+    worker_pod = {**pod, "containers": [lws.worker_container(leader)]}
+    return lws.leader_worker_set_spec(m.pipeline_parallel_size, min_servers(m), pod_template(args, pod, port),
+                                      pod_template(args, worker_pod, None))
+
+
+def service_spec(key: str, m: ModelDeployment, port: int) -> dict:
+    return {"type": "ClusterIP", "selector": endpoint_selector(key, m),
             "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]}
 
 
-def pdb_spec(key: str) -> dict:
+def pdb_spec(key: str, m: ModelDeployment) -> dict:
     """One server at a time may be evicted: drains proceed even with one replica, and never take a whole model
-    down when it has more."""
-    return evict_one_at_a_time(selector(key))
+    down when it has more. No pod of a multi-node group may be (`leader_worker_set.never_evict`)."""
+    return lws.never_evict(selector(key)) if m.multi_node else evict_one_at_a_time(selector(key))
 
 
 # Component ------------------------------------------------------------------------------------------------------
@@ -319,7 +362,8 @@ class ModelServer(pulumi.ComponentResource):
     creating a second one under the same name."""
 
     PORT: int
-    deployment: k8s.apps.v1.Deployment
+    workload: k8s.apps.v1.Deployment | k8s.apiextensions.CustomResource
+    """The Deployment, or a multi-node model's LeaderWorkerSet."""
     service: k8s.core.v1.Service
     pdb: k8s.policy.v1.PodDisruptionBudget
     endpoint: str
@@ -334,19 +378,26 @@ class ModelServer(pulumi.ComponentResource):
 
         def spec(bucket: str) -> dict:
             container, init_containers = self.pod_parts(args, bucket)
-            return deployment_spec(args, pod_spec(args, container, init_containers, cache), self.PORT)
+            pod = pod_spec(args, container, init_containers, cache)
+            return (group_spec if m.multi_node else deployment_spec)(args, pod, self.PORT)
 
-        self.deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            # Loading a model takes minutes to an hour: `pulumi up` does not wait for it. Readiness is for
-            # monitoring and alerts to watch.
-            metadata={**metadata, "annotations": {"pulumi.com/skipAwait": "true"}},
-            spec=pulumi.Output.from_input(args.registry_bucket).apply(spec),
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
-                ignore_changes=REPLICAS_OWNED_BY_AUTOSCALER)))
+        # Loading a model takes minutes to an hour: `pulumi up` does not wait for it. Readiness is for monitoring
+        # and alerts to watch.
+        workload_metadata = {**metadata, "annotations": {"pulumi.com/skipAwait": "true"}}
+        workload_opts = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(
+            ignore_changes=REPLICAS_OWNED_BY_AUTOSCALER))
+        workload_spec = pulumi.Output.from_input(args.registry_bucket).apply(spec)
+        if m.multi_node:
+            self.workload = k8s.apiextensions.CustomResource(
+                f"{name}-group", api_version=lws.API_VERSION, kind=lws.KIND, metadata=workload_metadata,
+                spec=workload_spec, opts=pulumi.ResourceOptions.merge(workload_opts, pulumi.ResourceOptions(
+                    depends_on=args.group_controller)))
+        else:
+            self.workload = k8s.apps.v1.Deployment(f"{name}-deployment", metadata=workload_metadata,
+                                                   spec=workload_spec, opts=workload_opts)
         self.service = k8s.core.v1.Service(f"{name}-service", metadata=metadata,
-                                           spec=service_spec(args.key, self.PORT), opts=child)
-        self.pdb = k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=metadata, spec=pdb_spec(args.key),
+                                           spec=service_spec(args.key, m, self.PORT), opts=child)
+        self.pdb = k8s.policy.v1.PodDisruptionBudget(f"{name}-pdb", metadata=metadata, spec=pdb_spec(args.key, m),
                                                      opts=child)
         self.endpoint = f"http://{args.key}.{NAMESPACE}.svc.cluster.local:{self.PORT}"
         self.register_outputs({"endpoint": self.endpoint})

@@ -23,8 +23,7 @@ import pulumi_kubernetes as k8s
 
 from catalog.versions import VLLM_ROUTER
 from components.compute.cluster import SYSTEM_NODE_LABEL
-from components.serving.model_server import CONTAINER_SECURITY, NAMESPACE
-from components.serving.model_server import selector as server_selector
+from components.serving.model_server import CONTAINER_SECURITY, NAMESPACE, endpoint_selector
 from components.serving.vllm_service import VllmService
 from components.shared.disruption import evict_one_at_a_time, surge_one_at_a_time
 from components.shared.labels import PLATFORM_LABELS
@@ -82,7 +81,7 @@ def endpoint(key: str) -> str:
 def router_args(key: str, m: ModelDeployment, request_timeout_seconds: int) -> list[str]:
     """`vllm-router` arguments. Its defaults bind 127.0.0.1 (both the API and the metrics) and look for replicas on
     port 80: a pod needs all three overridden."""
-    selector_terms = [f"{label}={value}" for label, value in server_selector(key).items()]
+    selector_terms = [f"{label}={value}" for label, value in endpoint_selector(key, m).items()]
     args = ["--host", "0.0.0.0", "--port", str(PORT),
             "--prometheus-host", "0.0.0.0", "--prometheus-port", str(METRICS_PORT),
             "--service-discovery", "--service-discovery-namespace", NAMESPACE,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from catalog.engines import VLLM_QUANTIZATION
 from catalog.versions import AWS_CLI, VLLM
+from components.serving.leader_worker_set import group_args
 from components.serving.model_server import (
     CACHE_PATH,
     REGISTRY_PREFIX,
@@ -52,6 +53,8 @@ def vllm_args(key: str, m: ModelDeployment, bucket: str, port: int) -> list[str]
             args += [flag, str(value)]
     if needs_scale_out_endpoints(m):
         args.append("--enable-scale-out")
+    if m.multi_node:
+        args += group_args(m.pipeline_parallel_size)
     return args + lora_args(m) + list(m.extra_args)
 
 

@@ -70,6 +70,12 @@ class Platform:
 def start_vllm(cfg, key: str, cpu: int | None, index: int = 0) -> Server:
     port = free_port()
     folder = WORK / (f"vllm-{key}-{index}" if index else f"vllm-{key}")
+    args = stack.server_args(key, cfg.models[key], str(TINY_MODEL), port, str(ADAPTERS))
+    return start_vllm_with(folder, args, port, cpu)
+
+
+def start_vllm_with(folder, args: list[str], port: int, cpu: int | None) -> Server:
+    """`vllm serve` with these arguments, in a fresh folder (its temporary files and caches there too)."""
     env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT),
            "TMPDIR": str(folder / "tmp"), "VLLM_CACHE_ROOT": str(folder / "cache"),
            "XDG_CACHE_HOME": str(folder / "cache")}
@@ -78,7 +84,6 @@ def start_vllm(cfg, key: str, cpu: int | None, index: int = 0) -> Server:
         # cores starve both, and a busy server must leave the other core to Prometheus and the gateways.
         env["VLLM_CPU_OMP_THREADS_BIND"] = str(cpu)
     (fresh_folder(folder) / "tmp").mkdir()
-    args = stack.server_args(key, cfg.models[key], str(TINY_MODEL), port, str(ADAPTERS))
     (folder / "args.txt").write_text(" ".join(args) + "\n")
     return start(folder.name, [str(VLLM_PYTHON), "-m", "tests.upstream.vllm_cpu", "serve", *args], folder, port,
                  env, cpus={cpu} if cpu is not None else None)

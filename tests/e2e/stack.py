@@ -13,7 +13,7 @@ import config
 from components.edge import gateway
 from components.observability import monitoring, signals
 from components.serving import model_server, replica_router
-from components.serving.vllm_service import ADAPTERS_PATH, vllm_args
+from components.serving.vllm_service import ADAPTERS_PATH, VllmService, vllm_args
 from tests.prometheus import OPERATOR_RELABELINGS, pod_target, relabel
 
 # Two tiers with a server each, so routing, fallback and per-tier cost are real; the fast one has two, behind its
@@ -96,6 +96,53 @@ def server_args(key: str, m: config.ModelDeployment, model_dir: str, port: int,
         raise ValueError(f"{key} serves adapters {sorted(m.adapters)}: give the folder that holds them")
     args = [model_dir, *(a.replace(f"={ADAPTERS_PATH}/", f"={adapters_dir}/") for a in rendered[1:])]
     args[args.index("--host") + 1] = "127.0.0.1"
+    return args
+
+
+# A model across two nodes -----------------------------------------------------------------------------------------
+
+SPLIT = "split"
+"""A model whose replica is a group of two pods (pipeline parallel 2, one GPU each), run as two vLLM processes."""
+
+
+def multi_node_config() -> config.StackConfig:
+    """A stack with one multi-node model: the tiny checkpoint has two decoder layers, one per stage."""
+    return config.parse("e2e-multinode", {
+        "cluster": {"region": "us-west-2"},
+        "gpuPools": {"gpu": {"instanceTypes": ["g6e.xlarge", "g6e.2xlarge"], "gpuLimit": 8}},
+        "models": {SPLIT: {"model": "llama-3.1-8b", "gpuPool": "gpu", "maxModelLen": MAX_MODEL_LEN,
+                           "pipelineParallelSize": 2, "drainSeconds": DRAIN_SECONDS}},
+        "gateway": {"ingress": {"enabled": False}},
+    })
+
+
+def group_containers(cfg: config.StackConfig, key: str) -> tuple[dict, dict]:
+    """The leader's and a worker's container as the LeaderWorkerSet renders them (the same functions `pulumi up`
+    runs: VllmService.pod_parts, model_server.pod_spec and group_spec)."""
+    m = cfg.models[key]
+    args = model_server.ModelServerArgs(key=key, deployment=m, pool=cfg.gpu_pools[m.gpu_pool], region="us-west-2",
+                                        registry_bucket="e2e-registry", token_secret=None, depends_on=[])
+    container, init = VllmService.pod_parts(args, "e2e-registry")
+    pod = model_server.pod_spec(args, container, init, model_server.cache_gib(m, VllmService.streams_from_s3(m)))
+    group = model_server.group_spec(args, pod, VllmService.PORT)["leaderWorkerTemplate"]
+    return group["leaderTemplate"]["spec"]["containers"][0], group["workerTemplate"]["spec"]["containers"][0]
+
+
+def group_member_args(container: dict, model_dir: str, worker_index: int, port: int, master_port: int) -> list[str]:
+    """One group member's rendered `vllm serve` arguments with what a pod gets from Kubernetes and LWS, and the
+    one-machine substitutions server_args makes: LWS's environment ($(LWS_LEADER_ADDRESS) is the leader's pod
+    address, here 127.0.0.1; $(LWS_WORKER_INDEX) the pod's place in the group), the local checkpoint for the S3 or
+    Hub location, 127.0.0.1 for 0.0.0.0, and free ports for the API (8000) and the rendezvous (29501): each pod has
+    its own address in a cluster, here both processes share one."""
+    expand = {"$(LWS_LEADER_ADDRESS)": "127.0.0.1", "$(LWS_WORKER_INDEX)": str(worker_index)}
+    args = [expand.get(a, a) for a in container["args"]]
+    args[0] = model_dir
+    args[args.index("--host") + 1] = "127.0.0.1"
+    args[args.index("--port") + 1] = str(port)
+    args[args.index("--master-port") + 1] = str(master_port)
+    unsupported = sorted(set(args) & set(CPU_CANNOT))
+    if unsupported:
+        raise ValueError(f"{unsupported} cannot run on a CPU ({[CPU_CANNOT[f] for f in unsupported]})")
     return args
 
 

@@ -30,14 +30,33 @@ def parser():
 
 
 def vllm_arg_lists(plan_dir: Path) -> dict[str, list[str]]:
-    """{'<stack dir>/<deployment>': args} for every container whose command is `vllm serve`."""
+    """{'<stack dir>/<deployment>': args} for every container whose command is `vllm serve`; for a LeaderWorkerSet,
+    its leader's and every worker's, with LWS's environment expanded as Kubernetes does (`group_member`)."""
     found = {}
     for path in sorted((plan_dir / "manifests").glob("deployment-*.yaml")):
         manifest = yaml.safe_load(path.read_text())
         for container in manifest["spec"]["template"]["spec"]["containers"]:
             if container.get("command") == ["vllm", "serve"]:
                 found[f"{plan_dir.name}/{manifest['metadata']['name']}"] = container["args"]
+    for path in sorted((plan_dir / "manifests").glob("leaderworkerset-*.yaml")):
+        manifest = yaml.safe_load(path.read_text())
+        name, group = manifest["metadata"], manifest["spec"]["leaderWorkerTemplate"]
+        for index in range(group["size"]):
+            template = group["leaderTemplate" if index == 0 else "workerTemplate"]
+            for container in template["spec"]["containers"]:
+                if container.get("command") == ["vllm", "serve"]:
+                    role = "leader" if index == 0 else f"worker {index}"
+                    found[f"{plan_dir.name}/{name['name']} ({role})"] = group_member(
+                        container["args"], name["name"], name["namespace"], index)
     return found
+
+
+def group_member(args: list[str], lws_name: str, namespace: str, index: int) -> list[str]:
+    """The arguments of group 0's pod `index` after Kubernetes expands $(VAR) from the variables LWS v0.10.0
+    injects (pkg/utils/pod/pod_utils.go AddLWSVariables): the leader's address <name>-<group>.<subdomain>.<namespace>
+    (the subdomain is the LeaderWorkerSet's name) and the pod's worker index."""
+    env = {"$(LWS_LEADER_ADDRESS)": f"{lws_name}-0.{lws_name}.{namespace}", "$(LWS_WORKER_INDEX)": str(index)}
+    return [env.get(a, a) for a in args]
 
 
 def problems(args: list[str]) -> list[str]:
@@ -58,6 +77,33 @@ def problems(args: list[str]) -> list[str]:
         found.append(f"--load-format {namespace.load_format}: vLLM has no such weight loader")
     if namespace.enable_lora:
         found += lora_problems(namespace)
+    if namespace.nnodes > 1:
+        found += group_problems(namespace)
+    return found
+
+
+def group_problems(namespace) -> list[str]:
+    """A multi-node member's shape as vLLM 0.32 checks it at start: ParallelConfig's own validation (the executor
+    backend), and EngineArgs.create_engine_config's (vllm/engine/arg_utils.py): --nnodes divides the world size and
+    --node-rank is below it. Plus the platform's own: each node holds one pipeline stage on --tensor-parallel-size
+    GPUs (the pod's nvidia.com/gpu)."""
+    from vllm.config import ParallelConfig
+
+    try:
+        config = ParallelConfig(
+            pipeline_parallel_size=namespace.pipeline_parallel_size, tensor_parallel_size=namespace.tensor_parallel_size,
+            nnodes=namespace.nnodes, node_rank=namespace.node_rank, master_addr=namespace.master_addr,
+            master_port=namespace.master_port, distributed_executor_backend=namespace.distributed_executor_backend)
+    except ValueError as error:
+        return [f"group shape: {' '.join(str(error).split())[:200]}"]
+    found = []
+    if config.world_size % namespace.nnodes:
+        found.append(f"--nnodes {namespace.nnodes} must evenly divide the world size ({config.world_size})")
+    if not 0 <= namespace.node_rank < namespace.nnodes:
+        found.append(f"--node-rank {namespace.node_rank} must be from 0 to {namespace.nnodes - 1}")
+    if config.world_size // namespace.nnodes != namespace.tensor_parallel_size:
+        found.append(f"each of {namespace.nnodes} nodes would run {config.world_size // namespace.nnodes} ranks, not "
+                     f"one stage of --tensor-parallel-size {namespace.tensor_parallel_size}")
     return found
 
 
@@ -110,6 +156,16 @@ def main(plan_dirs: list[str]) -> int:
                 failed += 1
             else:
                 print(f"ok   self-check: refused {' '.join(bad)} ({problems(with_lora + bad)[0][:160]})")
+    member = next((args for args in lists.values() if "--headless" in args), None)
+    if member is not None:
+        # And the group checks: a group of three for a two-stage model, and a rank outside the group.
+        for flag, bad in (("--nnodes", "3"), ("--node-rank", "2")):
+            wrong = [bad if i and member[i - 1] == flag else a for i, a in enumerate(member)]
+            if not problems(wrong):
+                print(f"FAIL self-check: accepted {flag} {bad}")
+                failed += 1
+            else:
+                print(f"ok   self-check: refused {flag} {bad} ({problems(wrong)[0][:160]})")
     print(f"{len(lists) - min(failed, len(lists))}/{len(lists)} vLLM argument lists parse with vLLM "
           f"{VERSION}")
     return 1 if failed else 0
