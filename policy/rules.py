@@ -28,7 +28,9 @@ from pulumi_policy.proxy import UnknownValueError
 
 GPU = "nvidia.com/gpu"
 MODEL_SERVER_LABEL = ("app.kubernetes.io/component", "model-server")
-WORKLOAD_TYPES = {"kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet"}
+GROUP_TYPE = "kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet"
+"""A multi-node model's groups: a leader's and a worker's pod template in one resource."""
+WORKLOAD_TYPES = {"kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", GROUP_TYPE}
 PDB_TYPE = "kubernetes:policy/v1:PodDisruptionBudget"
 
 # S3 -------------------------------------------------------------------------------------------------------------
@@ -234,12 +236,25 @@ def _check_ami_pinned(args: ResourceValidationArgs, report: ReportViolation) -> 
 
 # Model servers --------------------------------------------------------------------------------------------------
 
+def _pod_templates(props: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every pod template of a workload: a LeaderWorkerSet's leader first, then its worker (the leader's own
+    template when it sets none, as LWS does)."""
+    spec = props.get("spec") or {}
+    group = spec.get("leaderWorkerTemplate")
+    if group is not None:
+        leader = group.get("leaderTemplate") or {}
+        return [leader, group.get("workerTemplate") or leader]
+    return [spec.get("template") or {}]
+
+
 def _pod_template(props: Mapping[str, Any]) -> Mapping[str, Any]:
-    return (props.get("spec") or {}).get("template") or {}
+    """The template of the pods that serve (a LeaderWorkerSet's leader: only it serves the API)."""
+    return _pod_templates(props)[0]
 
 
-def _containers(props: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list((_pod_template(props).get("spec") or {}).get("containers") or [])
+def _containers(props: Mapping[str, Any], serving_only: bool = False) -> list[Mapping[str, Any]]:
+    templates = [_pod_template(props)] if serving_only else _pod_templates(props)
+    return [c for t in templates for c in ((t.get("spec") or {}).get("containers") or [])]
 
 
 def _gpu(container: Mapping[str, Any], kind: str) -> Any:
@@ -273,8 +288,9 @@ def _check_model_server_gpus(args: ResourceValidationArgs, report: ReportViolati
 def _check_model_server_probes(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if not is_model_server(args.resource_type, args.props):
         return
-    for c in _containers(args.props):
-        if _gpu(c, "limits") is None and _gpu(c, "requests") is None and len(_containers(args.props)) > 1:
+    serving = _containers(args.props, serving_only=True)  # a group's workers serve no HTTP, so have no probes
+    for c in serving:
+        if _gpu(c, "limits") is None and _gpu(c, "requests") is None and len(serving) > 1:
             continue  # a sidecar; the serving container is the one holding the GPU
         missing = [probe for probe in ("startupProbe", "readinessProbe") if not c.get(probe)]
         if missing:
@@ -319,11 +335,12 @@ POD_TEMPLATE_TYPES = WORKLOAD_TYPES | {"kubernetes:apps/v1:DaemonSet", "kubernet
 def _check_image_digests(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type not in POD_TEMPLATE_TYPES:
         return
-    spec = _pod_template(args.props).get("spec") or {}
+    specs = [t.get("spec") or {} for t in _pod_templates(args.props)]
     if args.resource_type == "kubernetes:batch/v1:CronJob":
         job = ((args.props.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}
-        spec = (job.get("template") or {}).get("spec") or {}
-    tagged = sorted({c.get("image", "") for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+        specs = [(job.get("template") or {}).get("spec") or {}]
+    tagged = sorted({c.get("image", "") for spec in specs
+                     for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
                      if "@sha256:" not in c.get("image", "")})
     if tagged:
         report(f"{_k8s_name(args.props, args.name)} runs images by tag, not digest: {', '.join(tagged)}. A tag can "

@@ -255,6 +255,41 @@ def test_every_model_server_has_a_pdb_selecting_its_pods(budgets, covered):
     assert covered or violations[0].resource == "kubernetes:apps/v1:Deployment llama-8b"
 
 
+def group(leader_probes=("startupProbe", "readinessProbe"), worker_gpus=(8, 8), worker_image="vllm/vllm-openai:v0.32.0",
+          worker_template=True) -> Subject:
+    """A multi-node model's LeaderWorkerSet: the leader serves (probes), the worker runs headless (none)."""
+    labels = {"app.kubernetes.io/instance": "llama-8b", "app.kubernetes.io/component": "model-server"}
+    def pod(probes, gpus, image):
+        resources = {"requests": {GPU: gpus[0]}, "limits": {GPU: gpus[1]}}
+        container = {"name": "vllm", "image": image, "resources": resources, **{probe: PROBE for probe in probes}}
+        return {"metadata": {"labels": labels}, "spec": {"containers": [container]}}
+    templates = {"size": 2, "leaderTemplate": pod(leader_probes, (8, 8), "vllm/vllm-openai:v0.32.0")}
+    if worker_template:
+        templates["workerTemplate"] = pod((), worker_gpus, worker_image)
+    return Subject("kubernetes:leaderworkerset.x-k8s.io/v1:LeaderWorkerSet", "group", {
+        "metadata": {"name": "llama-8b", "namespace": "llm-inference"},
+        "spec": {"leaderWorkerTemplate": templates}})
+
+
+@pytest.mark.parametrize("subject, policy, says", [
+    (group(), "model-server-probes", None),  # the worker has no probes by design: it serves no HTTP
+    (group(leader_probes=("startupProbe",)), "model-server-probes", "has no readinessProbe"),
+    (group(), "model-server-gpu-requests-equal-limits", None),
+    (group(worker_gpus=(4, 8)), "model-server-gpu-requests-equal-limits", "requests 4 and limits 8"),
+    (group(worker_template=False), "model-server-gpu-requests-equal-limits", None),
+    (group(worker_image="evil/miner:latest"), "image-pinned-by-digest", "evil/miner:latest"),
+])
+def test_a_multi_node_group_gets_the_same_scrutiny_as_a_deployment(subject, policy, says):
+    violations = found(subject, policy=policy)
+    assert len(violations) == (says is not None), [v.message for v in violations]
+    assert says is None or says in violations[0].message
+
+
+def test_a_multi_node_group_needs_a_pdb_too():
+    assert found(group(), policy="model-server-pdb")
+    assert not found(group(), pdb(), policy="model-server-pdb")
+
+
 # Secrets --------------------------------------------------------------------------------------------------------
 
 def secret(**string_data: str) -> Subject:
@@ -388,3 +423,4 @@ def test_every_rendered_image_is_listed_until_pinned(prod: Rendered):
     images = {c["image"] for d in prod.kind("Deployment") for c in
               d["spec"]["template"]["spec"]["containers"] + d["spec"]["template"]["spec"].get("initContainers", [])}
     assert images and all(image in advice for image in images if "@sha256:" not in image)
+    assert "llm-inference/llama-405b-bf16 runs images by tag, not digest: vllm/vllm-openai:v0.32.0" in advice  # the group
