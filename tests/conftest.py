@@ -95,6 +95,18 @@ def stack_values(stack: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
 
 
+def raw(values: dict[str, Any]) -> dict[str, Any]:
+    """A stack file's `config:` map as config.parse takes it: by key, without the project prefix."""
+    return {key: values.get(f"{config.PROJECT}:{key}") for key in config.KEYS}
+
+
+def config_problems(values: dict[str, Any], stack: str = "prod") -> list[config.Problem]:
+    """Every problem config.parse reports for these stack values (it must refuse them)."""
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse(stack, raw(values))
+    return raised.value.problems
+
+
 @pytest.fixture(scope="session")
 def gateways():
     """The real LiteLLM proxy as rendered, in front of stand-in model servers (tests/gateway_stand_in.py): `default`

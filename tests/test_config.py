@@ -13,14 +13,10 @@ import yaml
 
 import config
 from planning.capacity import SizingRequest
-from tests.conftest import ROOT, stack_values
+from tests.conftest import ROOT, raw, stack_values
 from tests.stack_files import scratch_project
 
 KEYS = {key: f"llm-platform:{key}" for key in config.KEYS}
-
-
-def raw(values: dict) -> dict:
-    return {key: values.get(f"llm-platform:{key}") for key in config.KEYS}
 
 
 def test_dev_stack_is_small_and_spot_first():

@@ -18,14 +18,11 @@ from components.serving.model_server import cache_gib
 from components.serving.vllm_service import VllmService, vllm_args
 from gateway_plugins.gateway_auth import GatewayError, KeyTable
 from planning import capacity
-from tests.conftest import Rendered, stack_values
+from tests.conftest import Rendered, raw, stack_values
+from tests.conftest import config_problems as problems
 
 KEYS = {key: f"llm-platform:{key}" for key in config.KEYS}
 BUCKET = "models-bucket"
-
-
-def raw(values: dict) -> dict:
-    return {key: values.get(f"llm-platform:{key}") for key in config.KEYS}
 
 
 def prod_with(change) -> dict:
@@ -33,12 +30,6 @@ def prod_with(change) -> dict:
     values = copy.deepcopy(stack_values("prod"))
     change(values[KEYS["models"]])
     return values
-
-
-def problems(values: dict) -> list[config.Problem]:
-    with pytest.raises(config.ConfigError) as raised:
-        config.parse("prod", raw(values))
-    return raised.value.problems
 
 
 def adapter(rank: int = 16, **fields) -> dict:

@@ -25,15 +25,12 @@ from components.serving.vllm_service import VllmService
 from llmctl import size as llmctl_size
 from planning import capacity
 from tests import crd_schema, planner_accuracy
-from tests.conftest import Rendered, stack_values
+from tests.conftest import ROOT, Rendered, stack_values
+from tests.conftest import config_problems as problems
 
 KEYS = {key: f"llm-platform:{key}" for key in config.KEYS}
 SPLIT = "llama-405b-bf16"
 """Prod's multi-node model: two p5.48xlarge, pipeline parallel 2, tensor parallel 8."""
-
-
-def raw(values: dict) -> dict:
-    return {key: values.get(f"llm-platform:{key}") for key in config.KEYS}
 
 
 def prod_with(change) -> dict:
@@ -42,14 +39,8 @@ def prod_with(change) -> dict:
     return values
 
 
-def problems(values: dict) -> list[config.Problem]:
-    with pytest.raises(config.ConfigError) as raised:
-        config.parse("prod", raw(values))
-    return raised.value.problems
-
-
 def prod_model(key: str = SPLIT) -> tuple[config.ModelDeployment, config.GpuPool]:
-    cfg = config.load_stack_file(planner_accuracy.Path(__file__).resolve().parents[1], "prod")
+    cfg = config.load_stack_file(ROOT, "prod")
     return cfg.models[key], cfg.gpu_pools[cfg.models[key].gpu_pool]
 
 
