@@ -439,6 +439,27 @@ def _expr_test(expr: str, samples: dict[str, float]) -> dict:
             "exp_samples": [{"labels": lbls, "value": value} for lbls, value in samples.items()]}
 
 
+def group_pod(pod: str, worker_index: str, ready: float) -> dict[str, str]:
+    """A pod of prod's multi-node model as kube-state-metrics reports it: its allow-listed labels and readiness."""
+    return {"kube_pod_labels" + labels(namespace=NS, pod=pod, label_llm_platform_io_model="llama-405b-bf16",
+                                       label_leaderworkerset_sigs_k8s_io_worker_index=worker_index): constant(1),
+            "kube_pod_status_ready" + labels(namespace=NS, pod=pod, condition="true"): constant(ready)}
+
+
+def test_a_multi_node_models_ready_servers_are_its_ready_group_leaders(promtool, prod_rules, tmp_path):
+    """It has no Deployment: each group counts once, by its leader (worker index 0); a ready worker does not count,
+    nor a group whose leader is not ready."""
+    groups = {**group_pod("llama-405b-bf16-0", "0", 1), **group_pod("llama-405b-bf16-0-1", "1", 1),
+              **group_pod("llama-405b-bf16-1", "0", 0), **group_pod("llama-405b-bf16-1-1", "1", 1)}
+    result = run_unit_test(promtool, prod_rules, [{
+        "interval": "1m", "input_series": _series({**WORLD, **groups}),
+        "promql_expr_test": [_expr_test('model:llm_replicas_ready:sum{model=~"llama-405b-bf16|llama-8b"}', {
+            '{__name__="model:llm_replicas_ready:sum", model="llama-405b-bf16"}': 1,
+            '{__name__="model:llm_replicas_ready:sum", model="llama-8b", tier="fast"}': 2})],
+    }], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_recording_rules_give_one_series_per_model_for_both_engines(promtool, prod_rules, tmp_path):
     result = run_unit_test(promtool, prod_rules, [{
         "interval": "1m", "input_series": _series(TRAFFIC),

@@ -144,7 +144,8 @@ def prometheus_stack_values(m: Monitoring) -> dict:
             # Labels the recording rules join on: which model a pod serves, and each node's instance type,
             # capacity type and zone (for its price).
             "metricLabelsAllowlist": [
-                "pods=[llm-platform.io/model,llm-platform.io/tier]",
+                # The worker index tells a multi-node group's leader (0) from its workers (signals.GROUP_LEADER).
+                "pods=[llm-platform.io/model,llm-platform.io/tier,leaderworkerset.sigs.k8s.io/worker-index]",
                 "nodes=[node.kubernetes.io/instance-type,karpenter.sh/capacity-type,topology.kubernetes.io/zone]",
             ],
         },

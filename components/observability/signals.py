@@ -47,6 +47,11 @@ PREEMPTIONS = "model:llm_preemptions:rate5m"
 GPU_UTIL = "model:llm_gpu_utilization_percent:avg"
 GPU_MEMORY = "model:llm_gpu_memory_used_bytes:avg"
 READY = "model:llm_replicas_ready:sum"
+GROUP_LEADER = (
+    f'max by (namespace, pod, model) (label_replace(kube_pod_labels{{{INFERENCE}, '
+    f'label_leaderworkerset_sigs_k8s_io_worker_index="0"}}, "model", "$1", "label_llm_platform_io_model", "(.+)"))'
+)
+"""Each multi-node group's leader pod, by model (kube-state-metrics' pod labels, allow-listed in monitoring.py)."""
 PREFIX_CACHE_HIT = "model:llm_prefix_cache_hit_ratio:rate5m"
 REPLICA_SKEW = "model:llm_replica_request_skew:ratio5m"
 ROUTER_REQUESTS = "model:llm_router_requests:rate5m"
@@ -242,9 +247,14 @@ def pod_recordings() -> list[Recording]:
         )),
         Recording(GPU_UTIL, f"avg by ({MODEL_LABELS}) ({_per_gpu('DCGM_FI_DEV_GPU_UTIL')})"),
         Recording(GPU_MEMORY, f"avg by ({MODEL_LABELS}) ({_per_gpu('DCGM_FI_DEV_FB_USED')}) * 1048576"),  # MiB
+        # A single-node model's ready servers are its Deployment's available replicas; a multi-node model's are its
+        # LeaderWorkerSets' ready leaders (a leader answers /health only once its group has joined), one per group.
         Recording(READY, (
-            f"sum by (model) (label_replace(kube_deployment_status_replicas_available{{{INFERENCE}}}, "
-            f'"model", "$1", "deployment", "(.+)")) * on (model) group_left (tier) {MODEL_INFO}'
+            f"(sum by (model) (label_replace(kube_deployment_status_replicas_available{{{INFERENCE}}}, "
+            f'"model", "$1", "deployment", "(.+)")) '
+            f'or sum by (model) (kube_pod_status_ready{{{INFERENCE}, condition="true"}} '
+            f"* on (namespace, pod) group_left (model) {GROUP_LEADER})) "
+            f"* on (model) group_left (tier) {MODEL_INFO}"
         )),
         # A node's hourly price (Karpenter's own estimate for its instance type, capacity type and zone: spot
         # prices follow the market) divided among its GPUs.
