@@ -215,7 +215,11 @@ def summary(plan: Plan) -> str:
                      f"`pulumi up`: pulumi config set --secret {path}{config.PROJECT}:{key} <value> --stack {plan.stack}")
     for key, m in sorted(plan.cfg.models.items()):
         pool = plan.cfg.gpu_pools[m.gpu_pool]
-        if m.min_replicas <= 1 and "spot" in pool.capacity_types:
+        if m.multi_node and "spot" in pool.capacity_types:
+            lines.append(f"\nnote: models.{key} spans {m.nodes_per_replica} nodes on pool '{m.gpu_pool}', which runs "
+                         f"spot first: a reclaim of any node of a group takes the whole group down until it reloads "
+                         f"(up to {startup_budget_seconds(m) // 60} min). Use capacityTypes [on-demand] for that pool.")
+        elif m.min_replicas <= 1 and "spot" in pool.capacity_types:
             lines.append(f"\nnote: models.{key} can be down to one server on pool '{m.gpu_pool}', which runs spot first: "
                          f"a spot reclaim takes the model down until a replacement loads (up to "
                          f"{startup_budget_seconds(m) // 60} min). Set minReplicas 2, or capacityTypes [on-demand] "

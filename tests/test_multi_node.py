@@ -9,6 +9,7 @@ import copy
 import json
 
 import pytest
+import yaml
 
 import config
 from catalog.gpus import GPUS
@@ -345,6 +346,16 @@ def test_the_plan_lists_the_group_with_its_nodes_network_and_price(prod: Rendere
     assert "EFA x32 per node; one cluster placement group" in line
     assert "$110.08/h per group on demand" in line
     assert f"{SPLIT:<24} llm-inference  vllm multinode 16 GPU (2 nodes x 8)" in prod.stdout
+
+
+def test_the_plan_warns_of_a_multi_node_model_on_spot(tmp_path):
+    from tests.stack_files import plan, scratch_project
+
+    values = prod_with(lambda ms, ps: ps["multinode"].update(capacityTypes=["spot", "on-demand"]))
+    run = plan(scratch_project(tmp_path), yaml.safe_dump({"config": values}))
+    assert run.code == 0, run.stderr
+    assert (f"note: models.{SPLIT} spans 2 nodes on pool 'multinode', which runs spot first: a reclaim of any node of "
+            "a group takes the whole group down") in run.stdout
 
 
 def test_the_rendered_worker_args_equal_what_the_group_spec_builds():
