@@ -33,6 +33,25 @@ def test_a_server_runs_the_rendered_arguments_with_only_location_host_and_port_r
     assert local[local.index("--shutdown-timeout") + 1] == str(stack.DRAIN_SECONDS)
 
 
+@pytest.mark.parametrize("worker_index", [0, 1])
+def test_a_group_member_runs_the_rendered_arguments_with_only_lws_environment_location_host_and_ports_replaced(
+        worker_index):
+    multi = stack.multi_node_config()
+    leader, worker = stack.group_containers(multi, stack.SPLIT)
+    rendered = (leader if worker_index == 0 else worker)["args"]
+    local = stack.group_member_args(leader if worker_index == 0 else worker, "/models/tiny", worker_index, 18000, 18001)
+    changed = {i: (rendered[i], local[i]) for i in range(len(rendered)) if rendered[i] != local[i]}
+    def at(flag):
+        return rendered.index(flag) + 1
+    expected = {0: (rendered[0], "/models/tiny"), at("--host"): ("0.0.0.0", "127.0.0.1"),
+                at("--port"): ("8000", "18000"), at("--master-port"): ("29501", "18001"),
+                at("--master-addr"): ("$(LWS_LEADER_ADDRESS)", "127.0.0.1")}
+    if worker_index:
+        expected[at("--node-rank")] = ("$(LWS_WORKER_INDEX)", "1")
+    assert len(local) == len(rendered) and changed == expected
+    assert ("--headless" in local) == bool(worker_index)
+
+
 def test_the_fast_model_serves_a_lora_adapter_the_run_can_load(cfg):
     assert stack.ADAPTER in cfg.models[stack.FAST].adapters
     with pytest.raises(ValueError, match="give the folder"):

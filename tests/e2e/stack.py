@@ -110,8 +110,9 @@ def multi_node_config() -> config.StackConfig:
     return config.parse("e2e-multinode", {
         "cluster": {"region": "us-west-2"},
         "gpuPools": {"gpu": {"instanceTypes": ["g6e.xlarge", "g6e.2xlarge"], "gpuLimit": 8}},
+        # maxReplicas 2 renders what prod's does: a replica router in front, so --enable-scale-out on every member.
         "models": {SPLIT: {"model": "llama-3.1-8b", "gpuPool": "gpu", "maxModelLen": MAX_MODEL_LEN,
-                           "pipelineParallelSize": 2, "drainSeconds": DRAIN_SECONDS}},
+                           "pipelineParallelSize": 2, "maxReplicas": 2, "drainSeconds": DRAIN_SECONDS}},
         "gateway": {"ingress": {"enabled": False}},
     })
 
