@@ -184,9 +184,11 @@ def test_restricted_check_sees_a_root_container():
 def test_model_servers_meet_restricted_and_their_namespace_enforces_it(stack: Rendered):
     (namespace,) = [n for n in stack.kind("Namespace") if n["metadata"]["name"] == "llm-inference"]
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    for d in model_servers(stack):
-        pod = d["spec"]["template"]["spec"]
-        assert restricted_violations(pod) == [], d["metadata"]["name"]
+    pods = [(d["metadata"]["name"], t["spec"]) for d in [*model_servers(stack), *stack.kind("LeaderWorkerSet")]
+            for t in pod_templates(d)]
+    assert len(pods) == len(stack.config.models) + sum(m.multi_node for m in stack.config.models.values())
+    for name, pod in pods:  # a multi-node group's leader and worker alike
+        assert restricted_violations(pod) == [], name
         assert pod["securityContext"]["runAsUser"] >= 10000  # above host system and login UIDs
         (server,) = pod["containers"]
         assert server["securityContext"]["readOnlyRootFilesystem"] is True

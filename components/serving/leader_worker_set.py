@@ -40,8 +40,8 @@ def group_args(stages: int) -> list[str]:
 
 def worker_container(leader: dict) -> dict:
     """The leader's container as a worker: its own rank, `--headless` (no API server: only the leader serves
-    HTTP and metrics), and so no port and no probes. A worker that loses its leader exits, and the group is
-    recreated (restartPolicy)."""
+    HTTP and metrics), and so no port and no probes. The worker's process is its health: when it exits, its pod
+    restarts and LWS recreates the whole group (restartPolicy); the leader would not notice (`make e2e` measures it)."""
     worker = copy.deepcopy(leader)
     args = worker["args"]
     args[args.index("--node-rank") + 1] = WORKER_INDEX

@@ -34,9 +34,11 @@ class LwsController(pulumi.ComponentResource):
     def __init__(self, name: str, replicas: int, depends_on: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("llm-platform:index:LwsController", name, None, opts)
+        # The chart's pods run non-root without privilege escalation or capabilities, but set no seccomp profile,
+        # which `restricted` requires: enforce `baseline`, and warn at `restricted` (as KEDA's namespace does).
         namespace = k8s.core.v1.Namespace(f"{name}-namespace", metadata={"name": NAMESPACE, "labels": {
-            **PLATFORM_LABELS, "pod-security.kubernetes.io/enforce": "restricted"}},
-            opts=pulumi.ResourceOptions(parent=self))
+            **PLATFORM_LABELS, "pod-security.kubernetes.io/enforce": "baseline",
+            "pod-security.kubernetes.io/warn": "restricted"}}, opts=pulumi.ResourceOptions(parent=self))
         self.release = helm.release(
             f"{name}-release", versions.LWS, release_name="lws", namespace=NAMESPACE, values=lws_values(replicas),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace, *depends_on]),
