@@ -34,9 +34,10 @@ REASONING = ("Think step by step and explain your reasoning: deduce the closed f
 # Longer than several of vLLM's CPU KV blocks (128 tokens) with the tiny tokenizer, so a repeat can hit the cache.
 SYSTEM_PROMPT = " ".join(f"Rule {i}: answer politely, precisely and briefly, citing the policy section {i}."
                          for i in range(12))
-CLUSTER_ONLY = ("DCGM_", "karpenter_", "kube_node_", "kube_pod_container_resource_requests", "kube_pod_status_",
-                "kube_pod_container_status_", "keda_")
-"""Metric families only a cluster has (GPUs, Karpenter, nodes, KEDA's operator, pod status); not checked here."""
+CLUSTER_ONLY = ("DCGM_", "karpenter_", "kube_node_", "kube_pod_container_resource_requests",
+                "kube_pod_status_unschedulable", "kube_pod_container_status_", "keda_")
+"""Metric families only a cluster has (GPUs, Karpenter, nodes, KEDA's operator, scheduling and container status);
+not checked here. Pod readiness is: the kube-state-metrics stand-in reports it from the real servers."""
 DEADLINE = 90
 REQUEST_BOUND = 150
 """Longest a client thread may still take once told to stop (the client's own request timeout is 120 s)."""

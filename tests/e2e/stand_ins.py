@@ -39,9 +39,9 @@ class Readiness(threading.Thread):
 
 
 class StateMetrics(BaseHTTPRequestHandler):
-    """kube-state-metrics' view of the model Deployments, taken from the real processes: a pod's labels while its
-    server runs, and a Deployment's available replicas = its ready servers (Readiness). The recording rules join on
-    these; nothing else is invented."""
+    """kube-state-metrics' view of the model Deployments, taken from the real processes: a pod's labels and its
+    readiness while its server runs, and a Deployment's available replicas = its ready servers (Readiness). The
+    recording rules join on these; nothing else is invented."""
 
     cfg = None
     readiness: Readiness | None = None
@@ -57,7 +57,10 @@ class StateMetrics(BaseHTTPRequestHandler):
                 text = ",".join(f'{k}="{v}"' for k, v in {"namespace": model_server.NAMESPACE, "pod": pod,
                                                            **labels}.items())
                 lines.append(f"kube_pod_labels{{{text}}} 1")
-                available += self.readiness.ready(pod)
+                ready = self.readiness.ready(pod)
+                pod_id = f'namespace="{model_server.NAMESPACE}",pod="{pod}"'
+                lines.append(f'kube_pod_status_ready{{{pod_id},condition="true"}} {int(ready)}')
+                available += ready
             lines.append(f'kube_deployment_status_replicas_available{{namespace="{model_server.NAMESPACE}",'
                          f'deployment="{key}"}} {available}')
         body = ("\n".join(lines) + "\n").encode()
