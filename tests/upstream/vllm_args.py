@@ -126,6 +126,13 @@ def lora_problems(namespace) -> list[str]:
     return found
 
 
+def refused(args: list[str], change: str) -> bool:
+    """A self-check: the checks above must refuse `args` (a rendered list with `change` made to it)."""
+    found = problems(args)
+    print(f"ok   self-check: refused {change} ({found[0][:160]})" if found else f"FAIL self-check: accepted {change}")
+    return bool(found)
+
+
 def main(plan_dirs: list[str]) -> int:
     lists = {}
     for plan_dir in plan_dirs:
@@ -151,21 +158,13 @@ def main(plan_dirs: list[str]) -> int:
     if with_lora is not None:
         # And the LoRA checks: a rank vLLM does not size slots for, and fewer host copies than slots.
         for bad in (["--max-lora-rank", "24"], ["--max-loras", "4", "--max-cpu-loras", "2"]):
-            if not problems(with_lora + bad):
-                print(f"FAIL self-check: accepted {' '.join(bad)}")
-                failed += 1
-            else:
-                print(f"ok   self-check: refused {' '.join(bad)} ({problems(with_lora + bad)[0][:160]})")
+            failed += not refused(with_lora + bad, " ".join(bad))
     member = next((args for args in lists.values() if "--headless" in args), None)
     if member is not None:
         # And the group checks: a group of three for a two-stage model, and a rank outside the group.
         for flag, bad in (("--nnodes", "3"), ("--node-rank", "2")):
-            wrong = [bad if i and member[i - 1] == flag else a for i, a in enumerate(member)]
-            if not problems(wrong):
-                print(f"FAIL self-check: accepted {flag} {bad}")
-                failed += 1
-            else:
-                print(f"ok   self-check: refused {flag} {bad} ({problems(wrong)[0][:160]})")
+            failed += not refused([bad if i and member[i - 1] == flag else a for i, a in enumerate(member)],
+                                  f"{flag} {bad}")
     print(f"{len(lists) - min(failed, len(lists))}/{len(lists)} vLLM argument lists parse with vLLM "
           f"{VERSION}")
     return 1 if failed else 0
