@@ -275,7 +275,7 @@ def _check_fit(path: str, m, pool) -> list[Problem]:
             shape = f"tensorParallelSize {m.tensor_parallel_size}" + (
                 f" and pipelineParallelSize {m.pipeline_parallel_size}" if m.multi_node else "")
             problems.append(Problem(path, m.model, f"does not fit on {instance.name} at {shape}: {sizing.reason}; "
-                                    f"fix: {capacity.suggestion(req, instance.gpus)}"))
+                                    f"fix: {capacity.suggestion(req, instance.gpus, m.engine == 'vllm')}"))
     return problems
 
 

@@ -213,6 +213,10 @@ class GpuPool(_Model):
     multi-node model bypasses the kernel's TCP stack: the EFA device plugin runs on the pool's nodes, its model
     servers request the adapters, and the cluster security group admits all traffic from itself (EFA needs it).
     Every instance type of the pool must support EFA."""
+    max_idle_gpu_share: float = Field(default=0.25, ge=0, le=1)
+    """Default 0.25. `llmctl plan` warns when more than this share of the pool's GPUs would sit idle at the models'
+    minimum or maximum replicas (replicas that do not fill the nodes they are packed on), with the idle GPUs' price
+    per hour. 1 turns the warning off."""
     placement_group: bool = False
     """Default false. Launch the pool's nodes in one cluster placement group the program creates: one zone and one
     network spine, the lowest latency between the nodes of a multi-node model. Capacity in one placement group is

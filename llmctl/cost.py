@@ -14,10 +14,25 @@ from planning import cost
 AT = ("min", "max")
 
 
+def demands(cfg: config.StackConfig) -> list[cost.ModelDemand]:
+    return [cost.ModelDemand(key, m.gpu_pool, m.gpus_per_replica, min_servers(m), m.max_replicas, sizing_request(m),
+                             m.nodes_per_replica)
+            for key, m in sorted(cfg.models.items())]
+
+
+def idle_warnings(cfg: config.StackConfig, r: cost.CostReport) -> list[cost.IdleWarning]:
+    return cost.idle_warnings(r, demands(cfg), {key: p.max_idle_gpu_share for key, p in cfg.gpu_pools.items()})
+
+
+def idle_warning_lines(cfg: config.StackConfig, r: cost.CostReport) -> list[str]:
+    return [f"warning: gpuPools.{w.pool} idles {w.idle_gpus} of its {w.gpus} GPUs at {w.at} replicas "
+            f"(${w.idle_usd_per_hour.on_demand:,.2f}/h on-demand, ${w.idle_usd_per_hour.spot:,.2f}/h spot; more than "
+            f"maxIdleGpuShare {cfg.gpu_pools[w.pool].max_idle_gpu_share:.0%}): {w.fix}"
+            for w in idle_warnings(cfg, r)]
+
+
 def report(cfg: config.StackConfig) -> cost.CostReport:
-    models = [cost.ModelDemand(key, m.gpu_pool, m.gpus_per_replica, min_servers(m), m.max_replicas,
-                               sizing_request(m), m.nodes_per_replica)
-              for key, m in sorted(cfg.models.items())]
+    models = demands(cfg)
     pools = [cost.PoolSpec(key, [t.name for t in types_in_pool(p.instance_families, p.instance_types)],
                            "spot" in p.capacity_types)
              for key, p in sorted(cfg.gpu_pools.items())]
@@ -44,7 +59,7 @@ def _hour_and_month(value: cost.Both) -> dict[str, Any]:
     return {"perHour": _both(value), "perMonth": _both(value.times(cost.HOURS_PER_MONTH), 2)}
 
 
-def as_json(stack: str, r: cost.CostReport) -> dict[str, Any]:
+def as_json(stack: str, r: cost.CostReport, warnings: list[cost.IdleWarning]) -> dict[str, Any]:
     return {
         "stack": stack,
         "region": r.region,
@@ -72,6 +87,9 @@ def as_json(stack: str, r: cost.CostReport) -> dict[str, Any]:
         "assumptions": assumptions(),
         "excluded": cost.EXCLUDED,
         "unpriced": r.unpriced,
+        "idleGpuWarnings": [{"pool": w.pool, "at": w.at, "instanceType": w.instance_type, "idleGpus": w.idle_gpus,
+                             "gpus": w.gpus, "idleUsdPerHour": _both(w.idle_usd_per_hour), "fix": w.fix}
+                            for w in warnings],
     }
 
 

@@ -156,7 +156,9 @@ def write(plan: Plan, out: Path) -> None:
     (out / "inventory.json").write_text(json.dumps(plan.inventory(), indent=2, sort_keys=True) + "\n")
     (out / "outputs.json").write_text(json.dumps(plan.recording.stack_outputs, indent=2, sort_keys=True) + "\n")
     (out / "policy.json").write_text(json.dumps([vars(v) for v in plan.violations], indent=2) + "\n")
-    (out / "cost.json").write_text(json.dumps(cost.as_json(plan.stack, plan.cost_report), indent=2) + "\n")
+    report = plan.cost_report
+    (out / "cost.json").write_text(json.dumps(cost.as_json(plan.stack, report, cost.idle_warnings(plan.cfg, report)),
+                                              indent=2) + "\n")
 
 
 def _dump_manifest(manifest: dict[str, Any]) -> str:
@@ -205,7 +207,7 @@ def summary(plan: Plan) -> str:
     lines += _multi_node_lines(plan)
     lines += _adapter_lines(plan)
     lines += ["", *_autoscaling_lines(plan), "", *_gateway_lines(plan), "", *_monitoring_lines(plan)]
-    lines += ["", *cost.summary_lines(plan.cost_report)]
+    lines += ["", *cost.summary_lines(plan.cost_report), *cost.idle_warning_lines(plan.cfg, plan.cost_report)]
     lines += ["", *policy_check.report_lines(plan.violations, policy_check.stack_policy_config(plan.stack))]
     lines += ["", "Helm releases:"]
     lines += [f"  {r['release']:<24} {r['chart']} {r['version']}" for r in plan.releases()]

@@ -479,14 +479,15 @@ def _size_stage(req: SizingRequest, index: int, stage: Stage) -> Sizing:
     )
 
 
-def suggestion(req: SizingRequest, max_gpus: int) -> str:
-    """One concrete way out for a request that does not fit, for error messages."""
+def suggestion(req: SizingRequest, max_gpus: int, across_nodes: bool = True) -> str:
+    """One concrete way out for a request that does not fit, for error messages. `across_nodes`: whether the
+    engine can split a model across nodes (vLLM can, TGI cannot)."""
     m = req.model
     for tp in (t for t in (2, 4, 8) if req.tensor_parallel_size < t <= max_gpus):
         wider = replace(req, tensor_parallel_size=tp)
         if not validate(wider) and size(wider).fits:
             return f"use tensorParallelSize {tp}"
-    span = _across_nodes(req, max_gpus)
+    span = _across_nodes(req, max_gpus) if across_nodes else None
     also = f", or {span}" if span else ""
     if req.quantization == "none" and m.checkpoint_quantization == "none":
         for quant in ("fp8", "awq"):

@@ -238,6 +238,43 @@ def pool_cost(pool: PoolSpec, demand: list[Demand], region: str) -> PoolCost:
     return best or PoolCost(pool.key, None, 0, used, 0, ZERO)
 
 
+@dataclass(frozen=True)
+class IdleWarning:
+    """A pool whose replicas leave more than its allowed share of GPUs idle at min or max replicas."""
+    pool: str
+    at: str
+    """`min` or `max` replicas."""
+    instance_type: str
+    idle_gpus: int
+    gpus: int
+    idle_usd_per_hour: Both
+    fix: str
+
+
+def idle_warnings(report: CostReport, models: list[ModelDemand], max_idle_share: dict[str, float]) -> list[IdleWarning]:
+    """Pools (by key, with their allowed idle share) whose packing idles more than that share of their GPUs."""
+    out = []
+    for i, at in enumerate(("min", "max")):
+        for p in report.pools[i]:
+            idle = p.gpus_total - p.gpus_used
+            if p.instance_type and idle > max_idle_share[p.pool] * p.gpus_total:
+                out.append(IdleWarning(p.pool, at, p.instance_type, idle, p.gpus_total, p.idle_usd_per_hour,
+                                       _fill_hint(p, [m for m in models if m.pool == p.pool])))
+    return out
+
+
+def _fill_hint(pool: PoolCost, models: list[ModelDemand]) -> str:
+    """What would let the pool's replicas fill its nodes: replicas narrower than a node leave the rest of it idle
+    whenever a model's first two replicas must sit on separate nodes or nothing else fits beside them."""
+    node_gpus = INSTANCE_TYPES[pool.instance_type].gpus
+    narrow = sorted((m for m in models if m.gpus_per_node < node_gpus), key=lambda m: m.key)
+    held = ", ".join(f"{m.key} ({m.gpus_per_node} GPU{'s' if m.gpus_per_node > 1 else ''})" for m in narrow)
+    return (f"its {pool.instance_type} nodes have {node_gpus} GPUs and {held} use fewer: give a model "
+            f"tensorParallelSize {node_gpus} (more KV cache and speed for the same nodes), move it to a pool whose "
+            f"instance types have as many GPUs as it uses, or raise gpuPools.{pool.pool}.maxIdleGpuShare"
+            if narrow else f"raise gpuPools.{pool.pool}.maxIdleGpuShare")
+
+
 def decode_throughput(request: SizingRequest, bandwidth_gb_s: float) -> Throughput:
     """Tokens per second one replica generates at the assumed concurrency, if decode is memory-bound. With pipeline
     parallelism the sequences are split into one micro-batch per stage, all stages busy at once (vLLM keeps

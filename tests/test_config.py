@@ -13,7 +13,7 @@ import yaml
 
 import config
 from planning.capacity import SizingRequest
-from tests.conftest import ROOT, raw, stack_values
+from tests.conftest import ROOT, config_problems, raw, stack_values
 from tests.stack_files import scratch_project
 
 KEYS = {key: f"llm-platform:{key}" for key in config.KEYS}
@@ -33,7 +33,7 @@ def test_prod_stack_is_ha_with_a_pool_per_tier():
     cfg = config.load_stack_file(ROOT, "prod")
     assert cfg.cluster.availability_zones == 3
     assert cfg.cluster.nat_gateways == "perAz"
-    assert set(cfg.gpu_pools) == {"large", "quality", "small", "multinode"}
+    assert set(cfg.gpu_pools) == {"large", "quality", "small", "multinode", "single"}
     assert set(cfg.gpu_pools["large"].instance_types) == {"p4de.24xlarge", "p5.48xlarge"}
     assert set(cfg.gpu_pools["quality"].instance_types) == {"p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge"}
     for key, pool in cfg.gpu_pools.items():
@@ -49,7 +49,7 @@ def test_prod_serves_the_seed_tiers_and_dev_one_8b_model():
              for m in prod.values()}
     assert shape == {
         ("llama-3.1-8b", "vllm", 1, 1, "none", "fast"),
-        ("llama-3.1-70b", "vllm", 4, 1, "none", "balanced"),
+        ("llama-3.1-70b", "vllm", 8, 1, "none", "balanced"),
         ("llama-3.1-405b-fp8", "vllm", 8, 1, "none", "quality"),
         ("llama-3.1-70b", "tgi", 1, 1, "bitsandbytes-nf4", None),
         ("llama-3.1-405b", "vllm", 8, 2, "none", None),  # the bf16 alternative, on two nodes
@@ -367,3 +367,17 @@ def test_the_token_is_a_known_secret_key_not_an_undeclared_one(tmp_path):
     text = (ROOT / "Pulumi.dev.yaml").read_text() + "  llm-platform:huggingfaceToken:\n    secure: AAABAJ0x\n"
     project = _project_copy(tmp_path, text)
     assert config.read_stack_file(project, "test")["llm-platform:huggingfaceToken"] == {"secure": "AAABAJ0x"}
+
+
+def test_a_tgi_model_that_does_not_fit_is_never_told_to_span_nodes():
+    """TGI cannot split a model across nodes (pipelineParallelSize is refused for it), so the fix offered must be
+    one it can take; the same model on vLLM may be told to span nodes."""
+    values = stack_values("prod")
+    values["llm-platform:gpuPools"]["single"]["instanceTypes"] = ["g6e.xlarge"]  # a 48 GB L40S
+    problems = [str(p) for p in config_problems(values) if p.key == "models.llama-70b-tgi"]
+    assert problems and all("lower maxModelLen (4096 fits)" in p and "span" not in p for p in problems)
+    values["llm-platform:models"]["llama-70b-tgi"]["engine"] = "vllm"
+    values["llm-platform:models"]["llama-70b-tgi"]["quantization"] = "awq"
+    values["llm-platform:models"]["llama-70b-tgi"]["maxModelLen"] = 32768
+    problems = [str(p) for p in config_problems(values) if p.key == "models.llama-70b-tgi"]
+    assert any("span 2 nodes" in p for p in problems), problems

@@ -75,11 +75,11 @@ def test_a_huge_max_replicas_is_refused_quickly_with_the_bound_it_crosses(projec
 
 def test_max_replicas_times_tensor_parallelism_must_fit_the_pool_gpu_limit():
     values = stack_values("prod")
-    values["llm-platform:models"]["llama-70b"]["maxReplicas"] = 40  # TP 4: 160 GPUs
+    values["llm-platform:models"]["llama-70b"]["maxReplicas"] = 40  # TP 8: 320 GPUs
     with pytest.raises(config.ConfigError) as raised:
         config.parse("prod", {key: values.get(f"llm-platform:{key}") for key in config.KEYS})
     [problem] = [p for p in raised.value.problems if p.key == "models.llama-70b.maxReplicas"]
-    assert "x tensorParallelSize 4 need 160 GPUs" in problem.allowed
+    assert "40 replicas x tensorParallelSize 8 need 320 GPUs" in problem.allowed
 
 
 @pytest.mark.parametrize(("key", "value", "text"), [

@@ -223,3 +223,84 @@ def test_dev_has_no_load_balancer_and_one_nat_gateway(dev: Rendered):
     items = {line["item"]: line for line in cost_json(dev)["fixed"]}
     assert "load balancer (gateway ALB)" not in items  # gateway.ingress.enabled is false in dev
     assert items["NAT gateways"]["quantity"] == "1"
+
+
+# Idle GPUs ----------------------------------------------------------------------------------------------------------
+
+def _large_pool(seventy_tp: int, tgi_pool: str = "large") -> tuple[list[cost.ModelDemand], cost.CostReport]:
+    """The prod stack's `large` pool as it was: two to four TP-4 70B servers and one or two 1-GPU TGI servers on
+    8-GPU p4de nodes."""
+    models = [cost.ModelDemand("llama-70b", "large", seventy_tp, 2, 4,
+                               request("llama-3.1-70b", "A100-80GB", tensor_parallel_size=seventy_tp,
+                                       max_model_len=32768)),
+              cost.ModelDemand("llama-70b-tgi", tgi_pool, 1, 1, 2,
+                               request("llama-3.1-70b", "H100-80GB", quantization="bitsandbytes-nf4",
+                                       max_model_len=8192))]
+    pools = [cost.PoolSpec("large", ["p4de.24xlarge", "p5.48xlarge"], True), cost.PoolSpec("single", ["p5.4xlarge"], True)]
+    return models, cost.estimate(models, pools, FIXED)
+
+
+def test_a_pool_that_idles_more_than_its_share_is_warned_at_min_and_max_with_its_price_and_the_fix():
+    models, report = _large_pool(4)
+    warnings = cost.idle_warnings(report, models, {"large": 0.25, "single": 0.25})
+    assert [(w.pool, w.at, w.instance_type, w.idle_gpus, w.gpus) for w in warnings] == [
+        ("large", "min", "p4de.24xlarge", 7, 16), ("large", "max", "p4de.24xlarge", 14, 32)]
+    node = on_demand_price("p4de.24xlarge", REGION)
+    assert warnings[0].idle_usd_per_hour.on_demand == pytest.approx(2 * node * 7 / 16)  # $24.02/h: the issue's figure
+    assert warnings[1].idle_usd_per_hour.spot == pytest.approx(4 * spot_estimate("p4de.24xlarge", REGION) * 14 / 32)
+    fix = warnings[0].fix
+    assert "8 GPUs" in fix and "llama-70b (4 GPUs)" in fix and "llama-70b-tgi (1 GPU)" in fix
+    assert "tensorParallelSize 8" in fix and "gpuPools.large.maxIdleGpuShare" in fix
+
+
+@pytest.mark.parametrize("share, warned", [(0.43, True), (0.44, False), (1.0, False), (0.0, True)])
+def test_the_threshold_is_the_pools_own_and_compares_the_idle_share(share, warned):
+    models, report = _large_pool(4)
+    at_min = [w for w in cost.idle_warnings(report, models, {"large": share, "single": 0.25}) if w.at == "min"]
+    assert bool(at_min) is warned  # 7 of 16 idle is 43.75%
+
+
+def test_whole_node_replicas_and_a_small_model_on_its_own_small_nodes_idle_nothing():
+    models, report = _large_pool(8, tgi_pool="single")
+    assert cost.idle_warnings(report, models, {"large": 0.0, "single": 0.0}) == []
+    assert [(p.pool, p.gpus_used, p.gpus_total) for p in report.pools[0]] == [("large", 16, 16), ("single", 1, 1)]
+
+
+def test_prod_idles_no_pool_above_its_threshold_and_dev_says_nothing_either(stack: Rendered):
+    assert cost_json(stack)["idleGpuWarnings"] == []
+    assert "idles" not in stack.stdout
+    for pool in cost_json(stack)["gpuPools"]:
+        share = stack.config.gpu_pools[pool["pool"]].max_idle_gpu_share
+        assert pool["gpus"] - pool["gpusUsed"] <= share * pool["gpus"], pool
+
+
+def test_plan_prints_the_warning_and_cost_json_carries_it():
+    import config as config_module
+    from llmctl import cost as cost_report
+    from tests.conftest import raw, stack_values
+
+    values = stack_values("prod")
+    models = values["llm-platform:models"]
+    models["llama-70b"]["tensorParallelSize"] = 4
+    models["llama-70b-tgi"]["gpuPool"] = "large"
+    cfg = config_module.parse("prod", raw(values))
+    report = cost_report.report(cfg)
+    lines = cost_report.idle_warning_lines(cfg, report)
+    assert lines == [line for line in lines if line.startswith("warning: gpuPools.large idles ")]
+    assert [line.split(" GPUs at ")[0] for line in lines] == [
+        "warning: gpuPools.large idles 7 of its 16", "warning: gpuPools.large idles 14 of its 32"]
+    assert "$24.02/h on-demand" in lines[0] and "maxIdleGpuShare 25%" in lines[0]
+    as_json = cost_report.as_json("prod", report, cost_report.idle_warnings(cfg, report))
+    assert [(w["pool"], w["at"], w["idleGpus"]) for w in as_json["idleGpuWarnings"]] == [
+        ("large", "min", 7), ("large", "max", 14)]
+
+
+def test_max_idle_gpu_share_outside_zero_to_one_is_refused_with_its_key():
+    from tests.conftest import config_problems, stack_values
+    values = stack_values("prod")
+    values["llm-platform:gpuPools"]["large"]["maxIdleGpuShare"] = 1.5
+    values["llm-platform:gpuPools"]["small"]["maxIdleGpuShare"] = "lots"
+    problems = {p.key: str(p) for p in config_problems(values)}
+    assert "got 1.5" in problems["gpuPools.large.maxIdleGpuShare"]
+    assert "must be at most 1.0" in problems["gpuPools.large.maxIdleGpuShare"]
+    assert "got 'lots'" in problems["gpuPools.small.maxIdleGpuShare"]

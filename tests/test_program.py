@@ -28,7 +28,7 @@ def test_prod_inventory_holds_the_whole_foundation(prod: Rendered):
     assert [r["release"] for r in prod.releases.values() if r["chart"].endswith("/karpenter")] == ["karpenter"]
     assert "nvidia-device-plugin" in prod.releases
     nodepools = {m["metadata"]["name"] for m in prod.kind("NodePool")}
-    pools = ("large", "quality", "small", "multinode")
+    pools = ("large", "quality", "small", "multinode", "single")
     assert nodepools == {f"{p}-{c}" for p in pools for c in ("spot", "on-demand")} - {"multinode-spot"}
     assert {m["metadata"]["name"] for m in prod.kind("EC2NodeClass")} == set(pools)
 

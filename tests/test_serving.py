@@ -192,7 +192,7 @@ def test_prod_serves_three_vllm_tiers_and_one_tgi_model(prod: Rendered):
     tgi = {d["metadata"]["name"]: d for d in _deployments(prod, "tgi")}
     tp = {name: flag(d["spec"]["template"]["spec"]["containers"][0]["args"], "--tensor-parallel-size")
           for name, d in vllm.items()}
-    assert tp == {"llama-8b": "1", "llama-70b": "4", "llama-405b-fp8": "8"}
+    assert tp == {"llama-8b": "1", "llama-70b": "8", "llama-405b-fp8": "8"}
     [(name, deployment_)] = tgi.items()
     env = {e["name"]: e.get("value") for e in deployment_["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert name == "llama-70b-tgi" and env["QUANTIZE"] == "bitsandbytes-nf4" and env["NUM_SHARD"] == "1"
