@@ -9,7 +9,7 @@ from dataclasses import replace
 from catalog.aws import CACHE_ENGINE_VERSIONS
 from catalog.engines import NEEDS_QUANTIZED_CHECKPOINT, TGI_QUANTIZE, VLLM_QUANTIZATION, vllm_extra_arg_problems
 from catalog.instances import SPOT_INTERRUPTION_NOTICE_SECONDS, efa_interfaces, types_in_pool
-from catalog.models import MODELS
+from catalog.models import MODELS, ModelArch
 from config.errors import HIDDEN, Problem
 from config.schema import (
     DNS_LABEL,
@@ -18,6 +18,7 @@ from config.schema import (
     SERVICE_NAME,
     TERMINATION_MARGIN_SECONDS,
     TIERS,
+    GpuPool,
     LoraAdapter,
     ModelDeployment,
     StackConfig,
@@ -247,6 +248,19 @@ def sizing_request(m: ModelDeployment) -> capacity.SizingRequest:
         # Adapters on a mixture of experts are refused by _check_adapters; the fit check sizes the rest without them.
         **({"lora_slots": m.lora_slots, "lora_rank": m.lora_rank}
            if m.adapters and not MODELS[m.model].is_moe else {}))
+
+
+def kv_plans(m: ModelDeployment, pool: GpuPool, model: ModelArch | None = None) -> dict[str, capacity.Sizing]:
+    """The planner's sizing of one replica on each GPU the pool may launch (one entry per GPU kind): what the
+    running servers are compared with (`llmctl verify`, the KV capacity alert). `model`: the architecture the
+    servers really load, when not the catalog model the config names."""
+    out = {}
+    for instance in types_in_pool(pool.instance_families, pool.instance_types):
+        gpu = instance.gpu_spec
+        if gpu.name not in out and instance.gpus >= m.tensor_parallel_size:
+            out[gpu.name] = capacity.size(replace(sizing_request(m), model=model or MODELS[m.model],
+                                                  gpu_memory_gib=gpu.memory_gib, gpu_name=gpu.name))
+    return out
 
 
 PLANNER_KEYS = {"lora_slots": "maxLoras", "lora_rank": "maxLoraRank"}

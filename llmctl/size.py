@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=1,
                    help="with --recommend: requests of max-model-len tokens that must fit at once (default 1)")
     p.add_argument("--region", default="us-east-1", help="with --recommend: price region (default us-east-1)")
+    p.add_argument("--vllm-release", default=capacity.VLLM_RELEASE,
+                   help=f"major.minor of the vLLM that runs (default {capacity.VLLM_RELEASE}, the platform's): a "
+                        "calibration in catalog/calibrations.yaml is used only for its own release")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> str:
         quantization=args.quantization,
         kv_cache_dtype=args.kv_cache_dtype, gpu_memory_utilization=args.gpu_memory_utilization,
         max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs, lora_slots=args.max_loras,
-        lora_rank=args.max_lora_rank if args.max_loras else 0)
+        lora_rank=args.max_lora_rank if args.max_loras else 0, vllm_release=args.vllm_release)
     if args.recommend:
         if args.concurrency < 1:
             raise UsageError(f"--concurrency {args.concurrency}: must be a positive integer")
@@ -161,6 +164,7 @@ def _sizing_table(s: capacity.Sizing) -> str:
         ("KV capacity", f"{s.kv_cache_tokens:,} tokens"),
         ("max concurrency", f"{s.max_concurrency:.2f} requests of {s.max_model_len:,} tokens"),
         ("scheduler", f"max_num_seqs {s.max_num_seqs}, max_num_batched_tokens {s.max_num_batched_tokens}"),
+        ("overheads from", s.overheads_from),
         ("fits", "yes" if s.fits else "NO"), ("reason", s.reason),
     ]
     return "\n".join(f"{k:<20} {v}" for k, v in rows)

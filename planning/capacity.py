@@ -25,10 +25,16 @@ from dataclasses import dataclass, replace
 
 from catalog.gpus import GPUS, INTERCONNECTS, NVLINK, PCIE
 from catalog.models import ModelArch
+from catalog.versions import VLLM
+from planning import calibration as calibrations
 
 GiB = 1024**3
 BLOCK_SIZE = 16
 """vLLM's default KV block size on CUDA (tokens per block); capacity is a whole number of blocks."""
+CPU_BLOCK_SIZE = 128
+"""vLLM 0.32's KV block size on its CPU backend (`vllm/platforms/cpu.py`, when the user sets none)."""
+VLLM_RELEASE = ".".join(VLLM.tag.lstrip("v").split(".")[:2])
+"""The vLLM release the platform deploys (catalog/versions.py), as major.minor: what calibrations are matched on."""
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
 """vLLM 0.32 default (`vllm/config/cache.py`: `gpu_memory_utilization: float = Field(default=0.92, ...)`)."""
 
@@ -118,9 +124,14 @@ class SizingRequest:
     """--max-loras: adapters one batch may mix. 0: LoRA off."""
     lora_rank: int = 0
     """--max-lora-rank: the rank every slot is sized for."""
+    vllm_release: str = VLLM_RELEASE
+    """major.minor of the vLLM that runs: a calibration is used only for its own release."""
+    calibrations: tuple[calibrations.Calibration, ...] | None = None
+    """Measured overheads to prefer to the general formula when one matches the GPU, tensor-parallel size and
+    release (planning/calibration.py). Default: catalog/calibrations.yaml; () for the general formula only."""
     non_torch_gib: float | None = None
-    """Memory outside PyTorch per GPU. Default: what vLLM 0.19+ measures (NON_TORCH_GIB, plus the interconnect's
-    TP_COMM_GIB at TP >= 2).
+    """Memory outside PyTorch per GPU. Default: a matching calibration's, else what vLLM 0.19+ measures
+    (NON_TORCH_GIB, plus the interconnect's TP_COMM_GIB at TP >= 2).
     Replaying a log of an older vLLM passes the value that version reported: it measured from an earlier baseline
     (1.79 GiB on H100 in 0.6.5)."""
 
@@ -154,6 +165,8 @@ class Sizing:
     """Whole model, before sharding across tensor-parallel ranks."""
     kv_bytes_per_token_per_gpu: int
     kv_cache_tokens: int
+    overheads_from: str
+    """`general formula`, or the calibration record whose measured overheads were used (planning/calibration.py)."""
     max_concurrency: float
     """KV capacity / max_model_len: how many requests of full length fit at once (vLLM logs the same ratio)."""
     fits: bool
@@ -275,10 +288,30 @@ def cuda_graph_captures(max_num_seqs: int) -> int:
     return sizes_up_to(min(2 * max_num_seqs, 512)) + sizes_up_to(min(max_num_seqs, 512))
 
 
-def cuda_graph_gib(m: ModelArch, max_num_seqs: int, lora_slots: int = 0, layers: int | None = None) -> float:
-    """`layers`: the decoder layers whose graph pieces this GPU holds (one pipeline stage's; default all)."""
-    return (CUDA_GRAPH_GIB_PER_LAYER_CAPTURE * (m.num_layers if layers is None else layers)
+def cuda_graph_gib(m: ModelArch, max_num_seqs: int, lora_slots: int = 0, layers: int | None = None,
+                   gib_per_layer_capture: float | None = None) -> float:
+    """`layers`: the decoder layers whose graph pieces this GPU holds (one pipeline stage's; default all).
+    `gib_per_layer_capture`: a calibration's measured figure (default CUDA_GRAPH_GIB_PER_LAYER_CAPTURE)."""
+    per_piece = CUDA_GRAPH_GIB_PER_LAYER_CAPTURE if gib_per_layer_capture is None else gib_per_layer_capture
+    return (per_piece * (m.num_layers if layers is None else layers)
             * cuda_graph_captures(max_num_seqs) * cuda_graph_lora_cases(lora_slots))
+
+
+def calibration_for(req: SizingRequest) -> calibrations.Calibration | None:
+    """The measured overheads for this request's GPU, tensor-parallel size and vLLM release, if a record has them.
+    Records come from single-stage runs, so a pipeline-parallel request uses the general formula."""
+    if req.pipeline_parallel_size != 1:
+        return None
+    records = calibrations.shipped() if req.calibrations is None else req.calibrations
+    return calibrations.match(records, req.gpu_name, req.tensor_parallel_size, req.vllm_release, req.model.name)
+
+
+def cpu_kv_tokens(m: ModelArch, kv_cache_space_gib: float, pipeline_parallel_size: int = 1,
+                  block_size: int = CPU_BLOCK_SIZE) -> int:
+    """KV tokens of a vLLM server on its CPU backend: VLLM_CPU_KVCACHE_SPACE GiB per stage, in whole blocks of
+    the stage with the most layers (`tests/upstream/stage_memory.py` measures this exactly)."""
+    per_token = max(kv_bytes_per_token(m, DTYPE_BYTES["auto"], 1, s.layers) for s in stages(m, pipeline_parallel_size))
+    return int(kv_cache_space_gib * GiB // (block_size * per_token)) * block_size
 
 
 def cuda_graph_lora_cases(lora_slots: int) -> int:
@@ -444,9 +477,16 @@ def _size_stage(req: SizingRequest, index: int, stage: Stage) -> Sizing:
     weights = weights_bytes_per_gpu(m, tp, dtype_bytes, req.quantization, stage) / GiB
     lora = lora_bytes_per_gpu(m, tp, req.lora_slots, req.lora_rank, dtype_bytes) / GiB
     link = interconnect(req)
-    non_torch = req.non_torch_gib if req.non_torch_gib is not None else non_torch_gib(tp, link)
-    activation = activation_bytes_per_gpu(m, tp, dtype_bytes, batched, max_num_seqs, samples=stage.last) / GiB
-    graphs = cuda_graph_gib(m, max_num_seqs, req.lora_slots, stage.layers) if req.cuda_graphs_profiled else 0.0
+    measured = calibration_for(req)
+    non_torch = (req.non_torch_gib if req.non_torch_gib is not None
+                 else measured.non_torch_gib if measured else non_torch_gib(tp, link))
+    # The activation peak is the model's own (its widths and vocabulary): a record's ratio applies to its model only.
+    # Memory outside PyTorch and the CUDA graphs' per-layer cost belong to the GPU, TP size and release.
+    activation = (activation_bytes_per_gpu(m, tp, dtype_bytes, batched, max_num_seqs, samples=stage.last) / GiB
+                  * (measured.activation_ratio if measured and measured.model == m.name else 1.0))
+    graphs = cuda_graph_gib(m, max_num_seqs, req.lora_slots, stage.layers,
+                            measured.cuda_graph_gib_per_layer_capture if measured else None) \
+        if req.cuda_graphs_profiled else 0.0
     overhead = non_torch + activation + graphs
 
     budget = math.ceil(req.gpu_memory_gib * GiB * req.gpu_memory_utilization) / GiB
@@ -474,7 +514,8 @@ def _size_stage(req: SizingRequest, index: int, stage: Stage) -> Sizing:
         max_num_batched_tokens=batched, weights_gib_per_gpu=weights, lora_gib_per_gpu=lora, non_torch_gib_per_gpu=non_torch,
         activation_gib_per_gpu=activation, cuda_graph_gib_per_gpu=graphs, overhead_gib_per_gpu=overhead,
         kv_cache_gib_per_gpu=max(kv_gib, 0.0), kv_bytes_per_token=kv_bytes_per_token(m, kv_dtype),
-        kv_bytes_per_token_per_gpu=per_token_gpu, kv_cache_tokens=tokens, max_concurrency=tokens / max_model_len,
+        kv_bytes_per_token_per_gpu=per_token_gpu, kv_cache_tokens=tokens,
+        overheads_from=measured.describe() if measured else "general formula", max_concurrency=tokens / max_model_len,
         fits=fits, reason=reason,
     )
 

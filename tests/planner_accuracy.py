@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from catalog.gpus import GPUS
 from catalog.models import MODELS
-from planning import capacity
+from llmctl.calibrate import header
+from planning import calibration, capacity
 
 MEASUREMENTS = yaml.safe_load((Path(__file__).parent / "data" / "vllm_measurements.yaml").read_text())
 MULTI_NODE = yaml.safe_load((Path(__file__).parent / "data" / "multi_node_configs.yaml").read_text())
+LOGS = Path(__file__).parent / "data" / "vllm_logs"
 
 
 def replay(record: dict) -> capacity.SizingRequest:
@@ -23,7 +26,51 @@ def replay(record: dict) -> capacity.SizingRequest:
         max_model_len=record["max_model_len"], max_num_seqs=record["max_num_seqs"],
         max_num_batched_tokens=record["max_num_batched_tokens"], cuda_graphs_profiled=record["cuda_graphs_profiled"],
         non_torch_gib=record.get("non_torch_gib"), interconnect=record.get("interconnect"),
+        calibrations=(),  # the general formula: these records are what it was fit and measured on
     )
+
+
+# Calibration, held out ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HeldOut:
+    log: str
+    reported: int
+    general: int
+    calibrated: int
+    calibration: str
+
+
+def log_request(reading: calibration.LogReading, gpu: str,
+                records: tuple[calibration.Calibration, ...]) -> capacity.SizingRequest:
+    """The planner's request for the run a log records, with its own engine settings and release."""
+    return capacity.SizingRequest(
+        calibration.catalog_model(reading.model_id), reading.total_gib or GPUS[gpu].memory_gib, gpu,
+        tensor_parallel_size=reading.tensor_parallel_size, kv_cache_dtype=reading.kv_cache_dtype,
+        gpu_memory_utilization=reading.gpu_memory_utilization, max_model_len=reading.max_model_len,
+        max_num_seqs=reading.max_num_seqs, max_num_batched_tokens=reading.max_num_batched_tokens,
+        cuda_graphs_profiled=reading.release >= (0, 21), vllm_release=".".join(map(str, reading.release)),
+        calibrations=records)
+
+
+def held_out(records: tuple[calibration.Calibration, ...] | None = None) -> list[HeldOut]:
+    """Every held-out log's reported KV tokens against the general formula and against the calibrated planner.
+    Refuses a held-out log that produced one of the records (it would be measured on its own data)."""
+    records = calibration.shipped() if records is None else records
+    sources = {r.source for r in records}
+    out = []
+    for path in sorted(LOGS.glob("*.log")):
+        text = path.read_text()
+        if header(text, "role") != "held_out":
+            continue
+        if header(text, "source") in sources:
+            raise AssertionError(f"{path.name} is held out but a calibration record was made from it")
+        reading, gpu = calibration.read_log(text, path.name), header(text, "gpu")
+        general = capacity.size(log_request(reading, gpu, ()))
+        calibrated = capacity.size(log_request(reading, gpu, records))
+        out.append(HeldOut(path.stem, reading.kv_tokens, general.kv_cache_tokens, calibrated.kv_cache_tokens,
+                           calibrated.overheads_from.split(" (")[0]))
+    return out
 
 
 def reported_kv_tokens(record: dict, bytes_per_token_per_gpu: int) -> int:
@@ -124,6 +171,21 @@ def _cell(values: list[float]) -> str:
     return f"{sum(values) / len(values):6.2%} {max(values):6.2%} n={len(values):<3}".rjust(24)
 
 
+def _held_out_lines() -> list[str]:
+    rows = held_out()
+    general = [abs(r.general / r.reported - 1) for r in rows]
+    calibrated = [abs(r.calibrated / r.reported - 1) for r in rows]
+    lines = [f"calibration: {len(calibration.shipped())} records in catalog/calibrations.yaml, measured on "
+             f"{len(rows)} held-out logs (tests/data/vllm_logs/, none of them a record's source): KV tokens",
+             f"  {'log':<26} {'reported':>10} {'general formula':>22} {'calibrated':>22}  record used"]
+    for r in rows:
+        lines.append(f"  {r.log:<26} {r.reported:>10,} {r.general:>12,} {r.general / r.reported - 1:+8.2%} "
+                     f"{r.calibrated:>12,} {r.calibrated / r.reported - 1:+8.2%}  {r.calibration}")
+    lines.append(f"  mean |error|: general formula {sum(general) / len(general):.2%} (max {max(general):.2%}), "
+                 f"calibrated {sum(calibrated) / len(calibrated):.2%} (max {max(calibrated):.2%})")
+    return lines
+
+
 def main() -> None:
     for check, by_record in errors().items():
         print(f"{check}:")
@@ -135,6 +197,7 @@ def main() -> None:
     print("overhead GiB per GPU (non-torch + activation + CUDA graphs): predicted, implied by the log, difference")
     for record, (predicted, implied) in overheads().items():
         print(f"  {record:<36} {predicted:6.2f} {implied:6.2f} {predicted - implied:+6.2f}")
+    print("\n".join(_held_out_lines()))
     verdicts = multi_node_verdicts()
     print(f"multi-node configurations (tests/data/multi_node_configs.yaml): the planner agrees with "
           f"{sum(agree for agree, _ in verdicts.values())} of {len(verdicts)}")

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
+import config
 from components.observability.signals import scaler_queries
-from tests.conftest import Rendered
+from config.checks import kv_plans
+from tests.conftest import ROOT, Rendered
 from tests.tools import tool
 
 NS = "llm-inference"
@@ -90,6 +92,18 @@ def latency_between(low: float, high: float, pod: str = "llama-8b-a", per_minute
     """Every request of `pod` took between `low` and `high` seconds: p99 is low + 0.99 * (high - low)."""
     return histogram("vllm:e2e_request_latency_seconds", pod,
                      {f"{low:g}": 0, f"{high:g}": per_minute, "+Inf": per_minute})
+
+
+PLANNED_8B = {gpu_: s.kv_cache_tokens for gpu_, s in kv_plans(
+    config.load_stack_file(ROOT, "prod").models["llama-8b"], config.load_stack_file(ROOT, "prod").gpu_pools["small"]
+).items()}
+"""What the capacity planner promises prod's llama-8b per GPU kind of its pool (A10G, L4, L40S)."""
+
+
+def kv_reported(pod: str, tokens: int) -> dict[str, str]:
+    """vLLM's info series: its KV capacity is a label (`kv_cache_size_tokens`), the value always 1."""
+    return {server("vllm:cache_config_info", pod, block_size="16", engine_index="0", kv_cache_size_tokens=str(tokens),
+                   num_gpu_blocks=str(tokens // 16)): constant(1)}
 
 
 @dataclass
@@ -175,6 +189,17 @@ CASES = [
     Case("kv-cache-full-without-preemption-silent", "LLMKVCacheExhausted", {
         server("vllm:kv_cache_usage_perc", "llama-8b-a"): constant(0.95),
         server("vllm:num_preemptions_total", "llama-8b-a"): constant(7)}, "20m"),
+    # A vLLM server's KV capacity must be within 10% of the plan for some GPU its pool may launch: prod's llama-8b
+    # is planned for ~22.7k tokens on A10G and L4 and ~192k on L40S, so 100k (between the two) is off plan.
+    Case("kv-capacity-off-plan-fires", "LLMKVCapacityOffPlan", {
+        **kv_reported("llama-8b-a", 100_000), **kv_reported("llama-8b-b", PLANNED_8B["L4"])}, "20m",
+         [({**WARN, **FAST}, "llama-8b: 1 server(s) hold a KV cache more than 10% off the plan")]),
+    Case("kv-capacity-off-plan-just-above-fires", "LLMKVCapacityOffPlan", {
+        **kv_reported("llama-8b-a", round(PLANNED_8B["L40S"] * 1.11))}, "20m",
+         [({**WARN, **FAST}, "llama-8b: 1 server(s) hold a KV cache more than 10% off the plan")]),
+    Case("kv-capacity-near-a-planned-gpu-silent", "LLMKVCapacityOffPlan", {
+        **kv_reported("llama-8b-a", round(PLANNED_8B["L4"] * 1.09)),
+        **kv_reported("llama-8b-b", round(PLANNED_8B["L40S"] * 0.91))}, "20m"),
     # GPUs above 90% for 30 minutes.
     Case("gpus-above-90-fire", "LLMGPUSaturated", {
         gpu("DCGM_FI_DEV_GPU_UTIL", "llama-8b-a"): constant(92), gpu("DCGM_FI_DEV_GPU_UTIL", "llama-8b-b"): constant(90)},
@@ -525,3 +550,45 @@ def test_adapter_series_count_what_each_adapter_answered_directly_or_through_a_t
     result = run_unit_test(promtool, prod_rules, [{"interval": "1m", "input_series": _series(traffic),
                                                    "promql_expr_test": tests}], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The KV capacity band ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("low, high", [(0, 0), (0, 9), (5, 5), (9, 10), (99, 101), (10, 99), (100, 999),
+                                       (20_419, 24_957), (1, 1_000_000), (603_835, 738_021), (1_193_472, 1_505_892)])
+def test_the_band_regex_matches_exactly_the_integers_in_it(low, high):
+    import re
+
+    from components.observability.signals import integer_range_regex
+    pattern = re.compile(f"(?:{integer_range_regex(low, high)})")
+    probes = {0, 1, low - 1, low, low + 1, (low + high) // 2, high - 1, high, high + 1, high * 10, 10 ** len(str(high))}
+    for value in sorted(v for v in probes if v >= 0):
+        assert bool(pattern.fullmatch(str(value))) == (low <= value <= high), (low, high, value)
+    assert not pattern.fullmatch(f"0{max(low, 1)}") and not pattern.fullmatch(f"-{low}") and not pattern.fullmatch("")
+
+
+def test_the_band_regex_agrees_with_arithmetic_on_random_ranges():
+    import random
+    import re
+
+    from components.observability.signals import integer_range_regex
+    rng = random.Random(28)
+    for _ in range(500):
+        low = rng.randint(0, 10 ** rng.randint(1, 7))
+        high = low + rng.randint(0, 10 ** rng.randint(0, 7))
+        pattern = re.compile(f"(?:{integer_range_regex(low, high)})")
+        for value in (low - 1, low, high, high + 1, rng.randint(max(low - 500, 0), high + 500)):
+            if value >= 0:
+                assert bool(pattern.fullmatch(str(value))) == (low <= value <= high), (low, high, value)
+
+
+@pytest.mark.parametrize("planned, max_model_len, expected", [
+    ([100_000], 8192, [(90_000, 110_000)]),
+    ([100_000, 105_000], 8192, [(90_000, 115_500)]),           # overlapping bands merge
+    ([22_688, 22_688, 191_648], 8192, [(20_420, 24_956), (172_484, 210_812)]),  # A10G, L4, L40S: two bands
+    ([8_500], 8192, [(8_192, 9_350)]),
+    ([105], 10, [(95, 115)]),  # 94.5 and 115.5 are not integers: the band is what is within 10%, inclusive                           # never below one full-length request
+])
+def test_bands_are_each_plan_within_ten_percent(planned, max_model_len, expected):
+    from components.observability.signals import bands
+    assert bands(planned, max_model_len) == expected

@@ -136,7 +136,8 @@ def test_config_series_follow_the_stack_config(prod: Rendered, dev: Rendered):
 
 # Alerts on a measured value, whose summary must show it; the others are states (crash-looping, pending, ...).
 VALUE_ALERTS = {"LLMModelDown", "LLMQueueDepthHigh", "LLMLatencyAboveSLO", "LLMErrorRateHigh", "LLMKVCacheExhausted",
-                "LLMGPUSaturated", "LLMGPUsIdle", "LLMGPUFatalXid", "LLMGPUXid", "KarpenterSpotInterruptionWave"}
+                "LLMGPUSaturated", "LLMGPUsIdle", "LLMGPUFatalXid", "LLMGPUXid", "KarpenterSpotInterruptionWave",
+                "LLMKVCapacityOffPlan"}
 
 
 def test_every_alert_has_a_severity_a_summary_naming_what_and_a_runbook():

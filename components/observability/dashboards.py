@@ -90,6 +90,12 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
     ("Prefix cache hit rate", "percentunit", [(_series(signals.PREFIX_CACHE_HIT), "{{model}}")],
      "vLLM only: the share of prompt tokens a server found in its prefix cache. The replica router "
      "(routing.policy) sends a prompt to the replica most likely to hold its prefix."),
+    ("KV capacity against the plan", "short", [
+        (_series(signals.KV_PLANNED), "{{model}} tokens planned per replica on {{gpu}}"),
+        (_series(signals.KV_OFF_PLAN), "{{model}} servers off plan"),
+    ], "vLLM only: the KV tokens per replica the capacity planner promised on each GPU of the model's pool, and how "
+       "many servers report a capacity more than 10% away from it (alert LLMKVCapacityOffPlan). vLLM reports its "
+       "capacity as a label, not a value: `llmctl verify <stack> --prometheus <url>` prints each server's."),
     ("Load balance between replicas", "short", [(_series(signals.REPLICA_SKEW), "{{model}}")],
      "The busiest server's request rate over the average server's: 1 is even."),
     ("Replica router requests and failed attempts", "reqps", [

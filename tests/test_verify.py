@@ -1,0 +1,183 @@
+"""`llmctl verify`: the running servers' reported KV capacity against the plan, from a Prometheus answer (saved, or
+from a stand-in Prometheus on 127.0.0.1) and from start-up logs. The planned numbers come from the planner
+(`config.checks.kv_plans`); what is asserted is the comparison, its verdicts and its errors."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import urllib.parse
+
+import pytest
+
+import config
+from config.checks import kv_plans
+from llmctl import verify
+from llmctl.__main__ import main
+from tests.conftest import ROOT
+
+PROD = config.load_stack_file(ROOT, "prod")
+
+
+def planned(key: str) -> dict[str, int]:
+    m = PROD.models[key]
+    return {gpu: s.kv_cache_tokens for gpu, s in kv_plans(m, PROD.gpu_pools[m.gpu_pool]).items()}
+
+
+def series(model: str, pod: str, tokens: int | None) -> dict:
+    labels = {"__name__": "vllm:cache_config_info", "namespace": "llm-inference", "model": model, "pod": pod,
+              "block_size": "16", "engine": "0"}
+    if tokens is not None:
+        labels["kv_cache_size_tokens"] = str(tokens)
+    return {"metric": labels, "value": [1764756000, "1"]}
+
+
+def answer(*items: dict) -> dict:
+    return {"status": "success", "data": {"resultType": "vector", "result": list(items)}}
+
+
+def run(tmp_path, capsys, body: dict | str, *extra: str) -> tuple[int, str, str]:
+    saved = tmp_path / "answer.json"
+    saved.write_text(body if isinstance(body, str) else json.dumps(body))
+    code = main(["verify", "prod", "--prometheus-json", str(saved), *extra], project_dir=ROOT)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def row(out: str, pod: str) -> str:
+    [line] = [line for line in out.splitlines() if f" {pod} " in line]
+    return line
+
+
+def test_servers_near_the_plan_of_some_pool_gpu_pass_and_each_is_matched_to_the_closest(tmp_path, capsys):
+    small, large = planned("llama-8b"), planned("llama-70b")
+    code, out, _ = run(tmp_path, capsys, answer(
+        series("llama-8b", "llama-8b-a", small["L4"]),
+        series("llama-8b", "llama-8b-b", round(small["L40S"] * 1.05)),
+        series("llama-70b", "llama-70b-a", round(large["A100-80GB"] * 1.02))))
+    assert code == 0, out
+    assert " A10G/L4 " in row(out, "llama-8b-a") and "+0.0%" in row(out, "llama-8b-a")  # planned alike
+    assert " L40S " in row(out, "llama-8b-b") and "+5.0%" in row(out, "llama-8b-b")
+    assert " A100-80GB " in row(out, "llama-70b-a") and "+2.0%" in row(out, "llama-70b-a")
+    assert all(row(out, p).endswith("ok") for p in ("llama-8b-a", "llama-8b-b", "llama-70b-a"))
+    assert "note: llama-70b-tgi: TGI publishes no KV capacity; not verified" in out
+    assert "note: llama-405b-bf16: no server reported (scaled to zero, or not running)" in out
+
+
+def test_a_server_off_plan_fails_the_run_names_it_and_points_to_calibrate(tmp_path, capsys):
+    large = planned("llama-70b")
+    off = round(min(large.values()) * 0.85)
+    code, out, _ = run(tmp_path, capsys, answer(series("llama-70b", "llama-70b-a", off),
+                                                series("llama-70b", "llama-70b-b", large["H100-80GB"])))
+    assert code == 1
+    assert "off plan by more than 10%" in row(out, "llama-70b-a") and row(out, "llama-70b-b").endswith("ok")
+    assert "FAILED: 1 of 2 servers differ from the plan" in out and "llmctl calibrate" in out
+    # The same server passes a looser threshold.
+    assert run(tmp_path, capsys, answer(series("llama-70b", "llama-70b-a", off)), "--threshold", "0.2")[0] == 0
+
+
+def test_a_server_that_cannot_hold_one_full_request_fails_whatever_the_plan(tmp_path, capsys):
+    code, out, _ = run(tmp_path, capsys, answer(series("llama-8b", "llama-8b-a", 4096)))
+    assert code == 1 and "less KV than one 8,192-token request (maxModelLen)" in row(out, "llama-8b-a")
+
+
+def test_series_that_are_not_the_stacks_and_servers_without_the_label_are_reported_not_guessed(tmp_path, capsys):
+    code, out, _ = run(tmp_path, capsys, answer(series("someone-elses", "x-0", 1000),
+                                                series("llama-8b", "llama-8b-a", None)))
+    assert code == 1
+    assert "a server labelled model='someone-elses' (x-0) is not a vLLM model of this stack; skipped" in out
+    assert row(out, "llama-8b-a").endswith("reports no KV capacity")
+
+
+def test_no_server_at_all_is_a_failure_not_a_pass(tmp_path, capsys):
+    code, out, _ = run(tmp_path, capsys, answer())
+    assert code == 1 and "FAILED: no server of this stack reported anything" in out
+
+
+@pytest.mark.parametrize("body, message", [
+    ("<html>login</html>", "not JSON"),
+    ({"status": "error", "error": "bad query"}, "not a successful Prometheus answer (status 'error')"),
+    ({"status": "success", "data": {"resultType": "matrix", "result": []}}, "expected an instant vector"),
+    ({"status": "success", "data": {"resultType": "vector", "result": [{"metric": {"a": 1}}]}},
+     "a result without a label set"),
+    ([1, 2], "not a successful Prometheus answer"),
+])
+def test_an_answer_that_is_not_prometheus_is_refused_with_what_was_wrong(tmp_path, capsys, body, message):
+    code, _, err = run(tmp_path, capsys, body)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give what the servers report"),
+    (["--prometheus", "ftp://example.com"], "expected an http:// or https:// URL"),
+    (["--log", "llama-8b"], "expected MODEL=PATH"),
+    (["--log", "nope=x.log"], "'nope' is not a model of the stack; allowed:"),
+    (["--log", "llama-70b-tgi=x.log"], "llama-70b-tgi runs on tgi; only vLLM logs are read"),
+    (["--log", "llama-8b=/nonexistent.log"], "/nonexistent.log: cannot read it"),
+    (["--prometheus-json", "x.json", "--threshold", "1.5"], "--threshold 1.5: must be between 0 and 1"),
+    (["--prometheus-json", "x.json", "--cpu-kv-space-gib", "-1"], "--cpu-kv-space-gib -1.0: must be more than 0"),
+    (["--prometheus-json", "x.json", "--model-config", "llama-8b=/nonexistent/config.json"],
+     "--model-config llama-8b=/nonexistent/config.json: cannot read model config"),
+])
+def test_bad_arguments_exit_2_with_a_clear_error(capsys, args, message):
+    assert main(["verify", "prod", *args], project_dir=ROOT) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_start_up_log_is_judged_like_a_server_with_its_memory_split_beside_the_plan(capsys):
+    """A vLLM 0.19 log of Llama-3.1-8B on an H100 at 0.95, against prod's llama-8b (pool of A10G, L4, L40S): far
+    off every plan, and its weights are shown beside the planned weights per GPU."""
+    log = ROOT / "tests" / "data" / "vllm_logs" / "llama31-8b-h100-tp1.log"
+    assert main(["verify", "prod", "--log", f"llama-8b={log}"], project_dir=ROOT) == 1
+    out = capsys.readouterr().out
+    line = row(out, "log")
+    assert "476,016" in line and " L40S " in line and "off plan" in line
+    assert "per GPU, logged / planned GiB: weights 14.99 / 14.99" in out
+
+
+def test_on_a_cpu_the_plan_is_the_kv_space_in_cpu_blocks(tmp_path, capsys):
+    # llama-3.1-8b: 131,072 KV bytes per token; 2 GiB in blocks of 128 tokens is 16,384 tokens.
+    code, out, _ = run(tmp_path, capsys, answer(series("llama-8b", "llama-8b-a", 16_384)), "--cpu-kv-space-gib", "2")
+    assert code == 0 and " cpu " in row(out, "llama-8b-a") and "16,384" in row(out, "llama-8b-a")
+
+
+class _StandIn(http.server.BaseHTTPRequestHandler):
+    """A Prometheus stand-in on 127.0.0.1: answers /api/v1/query with `body`, records the query asked."""
+    body: bytes = b""
+    asked: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.asked.append(urllib.parse.unquote(self.path))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_verify_queries_a_live_prometheus_for_the_inference_namespaces_servers(capsys):
+    _StandIn.body = json.dumps(answer(series("llama-8b", "llama-8b-a", planned("llama-8b")["L4"]))).encode()
+    _StandIn.asked = []
+    server = http.server.HTTPServer(("127.0.0.1", 0), _StandIn)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert main(["verify", "prod", "--prometheus", url], project_dir=ROOT) == 0
+        assert _StandIn.asked == ['/api/v1/query?query=vllm:cache_config_info{namespace="llm-inference"}']
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    closed = f"http://127.0.0.1:{server.server_address[1]}"  # nothing listens there now
+    assert main(["verify", "prod", "--prometheus", closed], project_dir=ROOT) == 2
+    assert "cannot query it" in capsys.readouterr().err
+
+
+def test_the_threshold_default_is_the_alerts_tolerance():
+    from components.observability.signals import KV_PLAN_TOLERANCE
+    assert verify.DEFAULT_THRESHOLD == float(KV_PLAN_TOLERANCE) == 0.1
