@@ -30,7 +30,7 @@ from components.serving.model_server import (
     min_servers,
     startup_budget_seconds,
 )
-from config.checks import GATEWAY_KEYS, required_secrets, sizing_request, tiers_served
+from config.checks import GATEWAY_KEYS, kv_plans, required_secrets, sizing_request, tiers_served
 from llmctl import cost, policy_check
 from llmctl.mocks import Recording, install, plain, resolve_stack_outputs, to_manifest
 from planning import capacity
@@ -206,6 +206,7 @@ def summary(plan: Plan) -> str:
             f"{startup // 60} min  {model.model} from {model.source}  {container['image']}")
     lines += _multi_node_lines(plan)
     lines += _adapter_lines(plan)
+    lines += _kv_capacity_lines(plan)
     lines += ["", *_autoscaling_lines(plan), "", *_gateway_lines(plan), "", *_monitoring_lines(plan)]
     lines += ["", *cost.summary_lines(plan.cost_report), *cost.idle_warning_lines(plan.cfg, plan.cost_report)]
     lines += ["", *policy_check.report_lines(plan.violations, policy_check.stack_policy_config(plan.stack))]
@@ -266,6 +267,21 @@ def _multi_node_lines(plan: Plan) -> list[str]:
                      f"{sizing.kv_cache_tokens:,} KV tokens per group ({sizing.max_concurrency:.1f} requests of "
                      f"{sizing.max_model_len:,}; node {sizing.stage + 1} is the tightest); {'; '.join(network)}; "
                      f"${per_group.on_demand:.2f}/h per group on demand")
+    return lines
+
+
+def _kv_capacity_lines(plan: Plan) -> list[str]:
+    """What `llmctl verify` and the LLMKVCapacityOffPlan alert compare the running servers with: each vLLM model's
+    KV tokens per replica on each GPU kind of its pool, and where the planner's overheads came from."""
+    lines = ["", f"KV capacity per replica (capacity planner, vLLM {capacity.VLLM_RELEASE}; `llmctl verify` and "
+                 "LLMKVCapacityOffPlan compare the servers with it, within 10%):"]
+    for key, m in sorted(plan.cfg.models.items()):
+        if m.engine != "vllm":
+            continue
+        plans = kv_plans(m, plan.cfg.gpu_pools[m.gpu_pool])
+        sources = sorted({s.overheads_from for s in plans.values()})
+        lines.append(f"  {key:<24} " + ", ".join(f"{gpu} {s.kv_cache_tokens:,}" for gpu, s in plans.items())
+                     + f" tokens; overheads from {' and '.join(sources)}")
     return lines
 
 

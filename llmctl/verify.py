@@ -35,6 +35,13 @@ class UsageError(ValueError):
     """Bad command-line input, or an answer that is not what was asked for; the message says which."""
 
 
+def arguments(stack: str, *argv: str) -> argparse.Namespace:
+    """The parsed arguments of `llmctl verify <stack> <argv>`, for callers that compare in-process."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args([stack, *argv])
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stack", help="stack name: reads Pulumi.<stack>.yaml, whose plan the servers are compared with")
     source = p.add_argument_group("what the servers report (at least one)")
@@ -109,15 +116,16 @@ class Report:
         return "\n".join(lines)
 
 
-def _pairs(values: list[str], flag: str, models: dict) -> dict[str, str]:
-    out = {}
+def _pairs(values: list[str], flag: str, models: dict) -> list[tuple[str, str]]:
+    """(model, path) for each MODEL=PATH, in order; a model may come more than once (one log per replica)."""
+    out = []
     for value in values:
         key, sep, rest = value.partition("=")
         if not sep or not rest:
             raise UsageError(f"{flag} {value!r}: expected MODEL=PATH")
         if key not in models:
             raise UsageError(f"{flag} {value!r}: {key!r} is not a model of the stack; allowed: {', '.join(models)}")
-        out[key] = rest
+        out.append((key, rest))
     return out
 
 
@@ -216,6 +224,8 @@ def log_row(key: str, m: config.ModelDeployment, path: str, candidates: list[Pla
     plan = next((p for p in candidates if p.gpu == row.plan.split("/")[0]), None)
     if plan and plan.sizing and reading.weights_gib is not None:
         s = plan.sizing
+        if not row.problem and abs(reading.weights_gib / s.weights_gib_per_gpu - 1) > threshold:
+            row = replace(row, problem=f"weights per GPU off plan by more than {threshold:.0%}")
         measured = [("weights", reading.weights_gib, s.weights_gib_per_gpu),
                     ("outside PyTorch", reading.non_torch_gib, s.non_torch_gib_per_gpu),
                     ("activations", reading.activation_gib, s.activation_gib_per_gpu),
@@ -228,6 +238,12 @@ def log_row(key: str, m: config.ModelDeployment, path: str, candidates: list[Pla
 
 
 def run(args: argparse.Namespace, project_dir: Path) -> Report:
+    """The checks of `args` against the stack file's plan (raises UsageError, config.ConfigError)."""
+    _check_arguments(args)
+    return compare(config.load_stack_file(project_dir, args.stack), args)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
     if not args.prometheus and not args.prometheus_json and not args.log:
         raise UsageError("give what the servers report: --prometheus URL, --prometheus-json FILE or --log MODEL=FILE")
     if not 0 < args.threshold < 1:
@@ -235,10 +251,14 @@ def run(args: argparse.Namespace, project_dir: Path) -> Report:
     if args.cpu_kv_space_gib is not None and not 0 < args.cpu_kv_space_gib <= capacity.MAX_GPU_MEMORY_GIB:
         raise UsageError(f"--cpu-kv-space-gib {args.cpu_kv_space_gib}: must be more than 0 and at most "
                          f"{capacity.MAX_GPU_MEMORY_GIB}")
-    cfg = config.load_stack_file(project_dir, args.stack)
+
+
+def compare(cfg: config.StackConfig, args: argparse.Namespace) -> Report:
+    """Each reporting server and log of `args` against the plan of `cfg`."""
+    _check_arguments(args)
     vllm_models = {k: m for k, m in sorted(cfg.models.items()) if m.engine == "vllm"}
     archs: dict[str, ModelArch] = {}
-    for key, path in _pairs(args.model_config, "--model-config", cfg.models).items():
+    for key, path in _pairs(args.model_config, "--model-config", cfg.models):
         try:
             archs[key] = load_model(config_path=path)
         except ModelConfigError as e:
@@ -263,7 +283,7 @@ def run(args: argparse.Namespace, project_dir: Path) -> Report:
         server = labels.get("pod") or labels.get("instance") or "?"
         rows.append(judge(key, vllm_models[key], server, candidates[key], _int(labels.get("kv_cache_size_tokens")),
                           args.threshold))
-    for key, path in _pairs(args.log, "--log", cfg.models).items():
+    for key, path in _pairs(args.log, "--log", cfg.models):
         if key not in vllm_models:
             raise UsageError(f"--log {key}={path}: {key} runs on {cfg.models[key].engine}; only vLLM logs are read")
         reported.add(key)

@@ -35,7 +35,8 @@ GIB_PATTERN = r"([0-9]+(?:\.[0-9]+)?) ?Gi?B"
 PATTERNS = {
     "weights_gib": re.compile(r"Model loading took " + GIB_PATTERN),
     "kv_gib": re.compile(r"Available KV cache memory: " + GIB_PATTERN),
-    "kv_tokens": re.compile(r"GPU KV cache size: ([0-9,]+) tokens"),
+    # "GPU KV cache size" on CUDA; 0.32 names the device ("CPU KV cache size: N tokens, Maximum concurrency ...").
+    "kv_tokens": re.compile(r"\b[A-Z]+(?: \+ host)? KV cache size: ([0-9,]+) tokens"),
     "cuda_graph_estimate_gib": re.compile(r"Estimated CUDA graph memory: " + GIB_PATTERN + " total"),
     "activation_gib_v019": re.compile(r"torch peak memory increase: " + GIB_PATTERN),
     "non_torch_gib_v019": re.compile(r"non-torch forward increase memory: " + GIB_PATTERN),

@@ -54,7 +54,7 @@ V032_LOG = """\
 (EngineCore pid=9) INFO 12-01 10:00:40 [gpu_model_runner.py:6475] Estimated CUDA graph memory: 0.61 GiB total
 (EngineCore pid=9) INFO 12-01 10:00:40 [gpu_worker.py:760] Available KV cache memory: 23.11 GiB
 (EngineCore pid=9) INFO 12-01 10:00:40 [gpu_worker.py:1035] Free memory on device (43.98/44.39 GiB) on startup. Desired GPU memory utilization is (0.92, 40.84 GiB). Actual usage is 15.29 GiB for consumed memory (weights + non-torch), 2.44 GiB for peak activation, and 0.58 GiB for CUDAGraph memory. Replace gpu_memory_utilization config with `--kv-cache-memory=24000000000` (22.35 GiB) to fit into requested memory, or `--kv-cache-memory=25000000000` (23.28 GiB) to fully utilize gpu memory. Current kv cache memory in use is 23.11 GiB.
-(EngineCore pid=9) INFO 12-01 10:00:40 [kv_cache_utils.py:2325] GPU KV cache size: 189,312 tokens
+(EngineCore pid=9) INFO 12-01 10:00:40 [kv_cache_utils.py:2327] GPU KV cache size: 189,312 tokens, Maximum concurrency for 8,192 tokens per request: 23.11x
 """
 
 
@@ -194,3 +194,20 @@ def test_the_records_file_rejects_a_record_without_its_source(tmp_path):
     with pytest.raises(calibration.CalibrationError, match="record 1 has no source, checked"):
         calibration.load(bad)
     assert Path(calibration.RECORDS_FILE).name == "calibrations.yaml"
+
+
+def test_plan_lists_each_models_planned_kv_and_which_overheads_it_used(prod, monkeypatch):
+    from types import SimpleNamespace
+
+    from llmctl import plan as plan_cmd
+    assert "  llama-8b                 A10G 22,688, L4 22,688, L40S " in prod.stdout
+    assert "overheads from general formula" in prod.stdout and "llama-70b-tgi " not in prod.stdout.split(
+        "KV capacity per replica")[1].split("\n\n")[0]
+    # A reviewed vLLM 0.32 record for H100 at TP 8 is used for the 70B on p5 (not on p4de's A100) and named.
+    record = calibration.Calibration("h100-tp8-v032", "cluster log", "2026-12-03", "0.32", "H100-80GB", 8,
+                                     "llama-3.1-70b", 2.5, 1.0, 0.0003)
+    monkeypatch.setattr(calibration, "shipped", lambda: (record,))
+    [line] = [line for line in plan_cmd._kv_capacity_lines(SimpleNamespace(cfg=prod.config))
+              if line.startswith("  llama-70b ")]
+    assert "overheads from calibration h100-tp8-v032 (vLLM 0.32, H100-80GB, TP 8, cluster log) and general formula" \
+        in line

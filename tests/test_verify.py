@@ -181,3 +181,33 @@ def test_verify_queries_a_live_prometheus_for_the_inference_namespaces_servers(c
 def test_the_threshold_default_is_the_alerts_tolerance():
     from components.observability.signals import KV_PLAN_TOLERANCE
     assert verify.DEFAULT_THRESHOLD == float(KV_PLAN_TOLERANCE) == 0.1
+
+
+# Saved from `make e2e` (tests/data/verify/, tests/data/vllm_logs/e2e-cpu-tiny-v032.log): what three real vLLM 0.32 CPU
+# servers reported through the run's Prometheus, and one's start-up log.
+
+def test_the_saved_answer_of_the_e2e_servers_verifies_against_their_cpu_plan(tmp_path):
+    from tests.e2e import stack, tiny_model
+    config_json = tiny_model.write_config(tmp_path / "tiny") / "config.json"
+    saved = ROOT / "tests" / "data" / "verify" / "e2e-cache-config-info.json"
+    common = ["--prometheus-json", str(saved), *[a for key in stack.SERVED
+                                                 for a in ("--model-config", f"{key}={config_json}")]]
+    right = verify.compare(stack.stack_config(), verify.arguments("e2e", *common, "--cpu-kv-space-gib", "1"))
+    assert right.ok and [(r.model, r.server, r.planned, r.actual) for r in right.rows] == [
+        ("large", "large-0", 4_194_304, 4_194_304), ("small", "small-0", 4_194_304, 4_194_304),
+        ("small", "small-1", 4_194_304, 4_194_304)]
+    wrong = verify.compare(stack.stack_config(), verify.arguments("e2e", *common, "--cpu-kv-space-gib", "1.2"))
+    assert not wrong.ok and {r.problem for r in wrong.rows} == {"off plan by more than 10%"}  # -16.7%
+    # Without the checkpoint's shape the servers are held to the catalog 8B on the pool's GPUs: far off.
+    catalog = verify.compare(stack.stack_config(), verify.arguments("e2e", "--prometheus-json", str(saved)))
+    assert not catalog.ok
+
+
+def test_a_saved_cpu_servers_log_is_read_and_refused_for_calibration(capsys):
+    log = ROOT / "tests" / "data" / "vllm_logs" / "e2e-cpu-tiny-v032.log"
+    from planning import calibration
+    reading = calibration.read_log(log.read_text())
+    assert (reading.vllm, reading.device, reading.kv_tokens, reading.max_model_len) == ("0.32.0", "cpu", 4_194_304,
+                                                                                      2048)
+    assert main(["calibrate", str(log), "--gpu", "L40S", "--model", "llama-3.1-8b"]) == 2
+    assert "it ran on cpu, not a GPU" in capsys.readouterr().err

@@ -341,7 +341,7 @@ def traffic(platform):
 
 def _platform_expressions(cfg) -> dict[str, str]:
     found = {}
-    for group in stack.rule_groups(cfg):
+    for group in stack.rule_groups(cfg, e2e.TINY_MODEL):
         for rule in group["rules"]:
             found[f"rule {rule.get('record') or rule.get('alert')}"] = rule["expr"]
     for board in dashboards.dashboards(with_adapters=True).values():
@@ -381,7 +381,7 @@ def _cluster_only(rules: list[dict]) -> set[str]:
 
 def test_every_recording_rule_returns_data(platform, traffic, record_property):
     """6. Every recording rule returns data"""
-    rules = [r for g in stack.rule_groups(platform.cfg) for r in g["rules"] if "record" in r]
+    rules = [r for g in stack.rule_groups(platform.cfg, e2e.TINY_MODEL) for r in g["rules"] if "record" in r]
     skipped = _cluster_only(rules)
     empty = sorted({r["record"] for r in rules if r["record"] not in skipped
                     and not platform.prometheus.query(r["record"])})
@@ -392,6 +392,43 @@ def test_every_recording_rule_returns_data(platform, traffic, record_property):
     checked = len({r["record"] for r in rules}) - len(skipped)
     record_property("measured", f"{checked} recorded series with data; not checked (GPU, Karpenter, nodes): "
                     f"{', '.join(sorted(skipped))}")
+
+
+def test_the_servers_kv_capacity_is_the_plan_and_llmctl_verify_and_calibrate_read_it(platform, traffic,
+                                                                                      record_property):
+    """6. KV capacity against the plan: llmctl verify passes through Prometheus, fails a wrong plan; calibrate reads the servers' logs"""
+    from llmctl import verify
+    from planning import calibration
+
+    api, servers = platform.prometheus, [platform.vllm[stack.QUALITY], *platform.replicas]
+    answer = api.get("/api/v1/query", query=verify.QUERY)
+    (e2e.WORK / "cache-config-info.json").write_text(json.dumps(answer, indent=1))  # kept: a real saved input
+    configs = [a for key in stack.SERVED for a in ("--model-config", f"{key}={e2e.TINY_MODEL / 'config.json'}")]
+    logs = [a for s in servers for a in ("--log", f"{next(k for k in stack.SERVED if s.name.startswith(f'vllm-{k}'))}"
+                                                  f"={s.log}")]
+    planned = verify.compare(platform.cfg, verify.arguments(
+        "e2e", "--prometheus", platform.prometheus_server.url, "--cpu-kv-space-gib", str(stack.KV_CACHE_SPACE_GIB),
+        *configs, *logs))
+    assert planned.ok, planned.text
+    from_prometheus = [r for r in planned.rows if not r.server.startswith("log ")]
+    assert len(from_prometheus) == len(servers) and all(r.error == 0 for r in planned.rows), planned.text
+    wrong = verify.compare(platform.cfg, verify.arguments(
+        "e2e", "--prometheus", platform.prometheus_server.url, "--cpu-kv-space-gib", str(2 * stack.KV_CACHE_SPACE_GIB),
+        *configs))
+    assert not wrong.ok and all(r.problem == "off plan by more than 10%" for r in wrong.rows), wrong.text
+    off_plan = {r["metric"]["model"]: float(r["value"][1]) for r in api.query(signals.KV_OFF_PLAN)}
+    assert off_plan == {stack.FAST: 0, stack.QUALITY: 0, stack.ASLEEP: 0}, off_plan
+    assert not api.alerts("LLMKVCapacityOffPlan")
+    # A CPU server's log has the engine line and the KV size, but no memory profile to calibrate from.
+    reading = calibration.read_log(servers[0].log.read_text(errors="replace"), servers[0].name)
+    assert (reading.device, reading.kv_tokens) == ("cpu", from_prometheus[0].actual), reading
+    with pytest.raises(calibration.CalibrationError, match="it ran on cpu, not a GPU"):
+        calibration.record(reading, "L40S", calibration.catalog_model("meta-llama/Llama-3.1-8B-Instruct"), id="x",
+                           source="e2e", checked="today")
+    record_property("measured", f"{len(from_prometheus)} servers report {from_prometheus[0].actual:,} KV tokens, "
+                    f"planned {from_prometheus[0].planned:,} (CPU case, {stack.KV_CACHE_SPACE_GIB} GiB): verify passes; "
+                    f"planned for {2 * stack.KV_CACHE_SPACE_GIB} GiB it fails all {len(wrong.rows)}; off-plan count 0 "
+                    f"for {len(off_plan)} models; the servers' logs read (vLLM {reading.vllm} on {reading.device})")
 
 
 def test_adapter_requests_are_recorded_per_adapter_and_counted_within_their_model(platform, traffic,

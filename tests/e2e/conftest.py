@@ -76,7 +76,7 @@ def start_vllm(cfg, key: str, cpu: int | None, index: int = 0) -> Server:
 
 def start_vllm_with(folder, args: list[str], port: int, cpu: int | None) -> Server:
     """`vllm serve` with these arguments, in a fresh folder (its temporary files and caches there too)."""
-    env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT),
+    env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": str(stack.KV_CACHE_SPACE_GIB), "PYTHONPATH": str(ROOT),
            "TMPDIR": str(folder / "tmp"), "VLLM_CACHE_ROOT": str(folder / "cache"),
            "XDG_CACHE_HOME": str(folder / "cache")}
     if cpu is not None:
@@ -157,7 +157,7 @@ def start_prometheus(cfg, servers: dict[str, Server], gateways: list[Server], st
                      alertmanager: Server, routers: dict[str, LocalRouter]) -> Server:
     port, folder = free_port(), WORK / "prometheus"
     fresh_folder(folder)
-    (folder / "rules.yaml").write_text(yaml.safe_dump({"groups": stack.rule_groups(cfg)}))
+    (folder / "rules.yaml").write_text(yaml.safe_dump({"groups": stack.rule_groups(cfg, TINY_MODEL)}))
     address = {name: s.url.removeprefix("http://") for name, s in servers.items()}
     scrape = stack.scrape_configs(cfg, address, {g.name: g.url.removeprefix("http://") for g in gateways},
                                   state_metrics, {pod: r.metrics_url.removeprefix("http://") for pod, r in routers.items()})

@@ -8,12 +8,15 @@ change made to run on one machine without a GPU is a named function below with t
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import config
+from catalog.models import load_model
 from components.edge import gateway
 from components.observability import monitoring, signals
 from components.serving import model_server, replica_router
 from components.serving.vllm_service import ADAPTERS_PATH, VllmService, vllm_args
+from planning import capacity
 from tests.prometheus import OPERATOR_RELABELINGS, pod_target, relabel
 
 # Two tiers with a server each, so routing, fallback and per-tier cost are real; the fast one has two, behind its
@@ -152,10 +155,25 @@ def group_member_args(container: dict, model_dir: str, worker_index: int, port: 
 ALERT_FOR_IN_TEST = "5s"
 
 
-def rule_groups(cfg: config.StackConfig) -> list[dict]:
+KV_CACHE_SPACE_GIB = 1
+"""VLLM_CPU_KVCACHE_SPACE of every server here: on a CPU vLLM's KV cache is this, not a share of GPU memory."""
+
+
+def kv_bands(cfg: config.StackConfig, model_dir: Path) -> signals.KvBands:
+    """The KV capacity each vLLM model's servers may report here: the planner's CPU case (the KV space in CPU
+    blocks, `capacity.cpu_kv_tokens`) for the checkpoint they really load, instead of the catalog model on the
+    pool's GPUs, with the cluster's tolerance."""
+    arch = load_model(config_path=model_dir / "config.json")
+    return {key: signals.bands([capacity.cpu_kv_tokens(arch, KV_CACHE_SPACE_GIB, m.pipeline_parallel_size)],
+                               m.max_model_len)
+            for key, m in cfg.models.items() if m.engine == "vllm"}
+
+
+def rule_groups(cfg: config.StackConfig, model_dir: Path) -> list[dict]:
     """The rendered rules with every alert's `for` cut to a few seconds: in a cluster they wait minutes (15 for
-    the queue alert) so that a blip does not page; the condition itself is unchanged."""
-    groups = signals.prometheus_rule_groups(cfg)
+    the queue alert) so that a blip does not page; the condition itself is unchanged. The KV capacity band is the
+    CPU plan of the checkpoint in `model_dir` (`kv_bands`)."""
+    groups = signals.prometheus_rule_groups(cfg, kv_bands(cfg, model_dir))
     for group in groups:
         for rule in group["rules"]:
             if "alert" in rule:

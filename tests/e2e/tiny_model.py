@@ -11,6 +11,7 @@ is kept)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -35,6 +36,16 @@ SHAPES = {
     "bench": {"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8, "num_attention_heads": 8,
               "num_key_value_heads": 2, "head_dim": 64},
 }
+
+
+def write_config(out: Path, size: str = "tiny") -> Path:
+    """Only the config.json of a checkpoint of this shape (no weights, no tokenizer): enough for the capacity
+    planner, which sizes a model from its config. The vocabulary is the BPE trainer's 512."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({
+        **SHAPES[size], "vocab_size": 512, "max_position_embeddings": MAX_POSITIONS,
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "bfloat16"}))
+    return out
 
 
 def build(out: Path, size: str) -> None:
