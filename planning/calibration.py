@@ -49,6 +49,7 @@ PATTERNS = {
     "max_num_batched_tokens": re.compile(r"max_num_batched_tokens[= ](?:to )?([0-9]+)"),
     "max_num_seqs": re.compile(r"[Dd]efaulting max_num_seqs to ([0-9]+)"),
 }
+RELEASE = re.compile(r"([0-9]+)\.([0-9]+)")
 ENGINE_LINE = re.compile(r"Initializing a V1 LLM engine \(v([0-9][0-9a-z.+-]*)\) with config: (.*)")
 NON_DEFAULT_ARGS = re.compile(r"non-default args: (\{.*\})\s*$")
 ENGINE_FIELDS = {"model": r"model='([^']+)'", "tensor_parallel_size": r"tensor_parallel_size=([0-9]+)",
@@ -90,8 +91,8 @@ class LogReading:
 
     @property
     def release(self) -> tuple[int, int]:
-        major, minor = self.vllm.split(".")[:2]
-        return int(major), int(re.match(r"[0-9]+", minor).group())
+        major, minor = RELEASE.match(self.vllm).groups()
+        return int(major), int(minor)
 
 
 @dataclass(frozen=True)
@@ -134,20 +135,23 @@ def read_log(text: str, where: str = "log") -> LogReading:
         raise CalibrationError(f"{where}: no 'Initializing a V1 LLM engine (vX) with config:' line; is this a vLLM "
                                "(0.8 or later) server's start-up log?")
     version, engine_config = engine.groups()
+    if not RELEASE.match(version):
+        raise CalibrationError(f"{where}: the engine line's version {version!r} is not major.minor[.patch]")
     fields = {k: (m.group(1) if (m := re.search(p, engine_config)) else None) for k, p in ENGINE_FIELDS.items()}
     non_default: dict = {}
     for line in text.splitlines():
         found = NON_DEFAULT_ARGS.search(line)
         if found:
             try:
-                non_default = ast.literal_eval(found.group(1))
-            except (ValueError, SyntaxError):
-                non_default = {}
+                parsed = ast.literal_eval(found.group(1))
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                parsed = {}
+            non_default = parsed if isinstance(parsed, dict) else {}
             break
     missing = [k for k in ("model", "tensor_parallel_size", "max_seq_len") if fields[k] is None]
     if missing:
         raise CalibrationError(f"{where}: the engine line has no {', '.join(missing)}")
-    release = tuple(int(v) for v in re.findall(r"[0-9]+", version)[:2])
+    release = tuple(int(v) for v in RELEASE.match(version).groups())
     utilization = _number(PATTERNS["utilization"], text) or non_default.get("gpu_memory_utilization") \
         or (0.92 if release >= (0, 21) else 0.9)
     peak = _number(PATTERNS["peak_activation_gib"], text)
@@ -270,11 +274,21 @@ def shipped() -> tuple[Calibration, ...]:
 def load(path: Path = RECORDS_FILE) -> tuple[Calibration, ...]:
     """The records in a calibrations file; every record must carry its source and the date it was checked."""
     data = yaml.safe_load(path.read_text()) or []
+    if not isinstance(data, list):
+        raise CalibrationError(f"{path}: expected a list of records, got {type(data).__name__}")
     out = []
     for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise CalibrationError(f"{path}: record {i + 1} is not a mapping")
         missing = [k for k in TERMS if k not in item and k != "cuda_graph_gib_per_layer_capture"]
         if missing:
             raise CalibrationError(f"{path}: record {i + 1} has no {', '.join(missing)}")
+        numbers = ("non_torch_gib", "activation_ratio", "tensor_parallel_size")
+        bad = [k for k in numbers if isinstance(item[k], bool) or not isinstance(item[k], (int, float))
+               or not 0 <= item[k] < 1000]
+        if bad or not RELEASE.fullmatch(str(item["vllm"])):
+            raise CalibrationError(f"{path}: record {item['id']!r}: {', '.join(bad) or 'vllm'} must be "
+                                   f"{'numbers from 0 to 1000' if bad else 'major.minor, e.g. 0.32'}")
         out.append(Calibration(**{k: item.get(k) for k in TERMS}, measured=item.get("measured") or {}))
     ids = [r.id for r in out]
     if len(set(ids)) != len(ids):

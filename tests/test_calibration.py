@@ -165,6 +165,16 @@ def test_a_log_without_the_profile_lines_is_refused_naming_each_missing_line(tmp
     assert "missing the activation peak" in err and "max_num_seqs" not in err  # the args line still has it
 
 
+def test_hostile_log_lines_give_a_clear_error_or_are_ignored(tmp_path, capsys):
+    weird = tmp_path / "weird.log"
+    weird.write_text(V032_LOG.replace("(v0.32.0)", "(v0)").replace("non-default args: {", "non-default args: {{{{["))
+    assert main(["calibrate", str(weird), "--gpu", "L40S"]) == 2
+    assert "the engine line's version '0' is not major.minor[.patch]" in capsys.readouterr().err
+    deep = V032_LOG.replace("non-default args: {'model_tag'", "non-default args: {'x': " + "[" * 5000 + "]" * 5000
+                            + ", 'model_tag'")
+    assert calibration.read_log(deep).max_num_seqs is None  # the args could not be read: no guess from them
+
+
 def test_an_oversized_file_is_refused_without_reading_it(tmp_path, capsys, monkeypatch):
     big = tmp_path / "big.log"
     big.write_bytes(b"x" * 2048)
@@ -188,10 +198,19 @@ def test_cpu_kv_tokens_is_the_kv_space_in_whole_cpu_blocks_of_the_fullest_stage(
     assert capacity.cpu_kv_tokens(m, 1.5) == 12_288
 
 
-def test_the_records_file_rejects_a_record_without_its_source(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("- id: a\n  vllm: '0.32'\n  gpu: L4\n", "record 1 has no source, checked"),
+    ("id: a\n", "expected a list of records, got dict"),
+    ("- just a string\n", "record 1 is not a mapping"),
+    ("- {id: a, source: s, checked: d, vllm: '0.32', gpu: L4, tensor_parallel_size: 1, model: m, non_torch_gib: lots,"
+     " activation_ratio: 1}\n", "record 'a': non_torch_gib must be numbers from 0 to 1000"),
+    ("- {id: a, source: s, checked: d, vllm: latest, gpu: L4, tensor_parallel_size: 1, model: m, non_torch_gib: 0.3,"
+     " activation_ratio: 1}\n", "record 'a': vllm must be major.minor"),
+])
+def test_the_records_file_rejects_what_the_planner_could_not_use(tmp_path, text, message):
     bad = tmp_path / "c.yaml"
-    bad.write_text("- id: a\n  vllm: '0.32'\n  gpu: L4\n")
-    with pytest.raises(calibration.CalibrationError, match="record 1 has no source, checked"):
+    bad.write_text(text)
+    with pytest.raises(calibration.CalibrationError, match=message):
         calibration.load(bad)
     assert Path(calibration.RECORDS_FILE).name == "calibrations.yaml"
 
