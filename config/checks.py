@@ -247,7 +247,9 @@ def sizing_request(m: ModelDeployment) -> capacity.SizingRequest:
         max_model_len=m.max_model_len, max_num_seqs=m.max_num_seqs,
         # Adapters on a mixture of experts are refused by _check_adapters; the fit check sizes the rest without them.
         **({"lora_slots": m.lora_slots, "lora_rank": m.lora_rank}
-           if m.adapters and not MODELS[m.model].is_moe else {}))
+           if m.adapters and not MODELS[m.model].is_moe else {}),
+        # Calibration records are measured vLLM start-ups: TGI's overheads are its own.
+        **({} if m.engine == "vllm" else {"calibrations": ()}))
 
 
 def kv_plans(m: ModelDeployment, pool: GpuPool, model: ModelArch | None = None) -> dict[str, capacity.Sizing]:

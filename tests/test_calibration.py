@@ -230,3 +230,17 @@ def test_plan_lists_each_models_planned_kv_and_which_overheads_it_used(prod, mon
               if line.startswith("  llama-70b ")]
     assert "overheads from calibration h100-tp8-v032 (vLLM 0.32, H100-80GB, TP 8, cluster log) and general formula" \
         in line
+
+
+def test_a_vllm_record_is_never_applied_to_a_tgi_model(monkeypatch):
+    from config import load_stack_file
+    from config.checks import sizing_request
+    record = calibration.Calibration("h100-tp1-v032", "cluster log", "2026-12-03", capacity.VLLM_RELEASE,
+                                     "H100-80GB", 1, "llama-3.1-70b", 9.0, 1.0, None)
+    monkeypatch.setattr(calibration, "shipped", lambda: (record,))
+    models = load_stack_file(ROOT, "prod").models
+    on_h100 = {"gpu_memory_gib": 79.22, "gpu_name": "H100-80GB"}
+    tgi = capacity.size(replace(sizing_request(models["llama-70b-tgi"]), **on_h100))
+    assert tgi.overheads_from == "general formula"
+    vllm_model = replace(sizing_request(models["llama-70b-tgi"].model_copy(update={"engine": "vllm"})), **on_h100)
+    assert capacity.size(vllm_model).overheads_from.startswith("calibration h100-tp1-v032")
