@@ -587,7 +587,8 @@ def test_the_band_regex_agrees_with_arithmetic_on_random_ranges():
     ([100_000, 105_000], 8192, [(90_000, 115_500)]),           # overlapping bands merge
     ([22_688, 22_688, 191_648], 8192, [(20_420, 24_956), (172_484, 210_812)]),  # A10G, L4, L40S: two bands
     ([8_500], 8192, [(8_192, 9_350)]),
-    ([105], 10, [(95, 115)]),  # 94.5 and 115.5 are not integers: the band is what is within 10%, inclusive                           # never below one full-length request
+    ([105], 10, [(95, 115)]),  # 94.5 and 115.5 are not integers: the band is what is within 10%, inclusive
+    ([], 8192, []),                           # never below one full-length request
 ])
 def test_bands_are_each_plan_within_ten_percent(planned, max_model_len, expected):
     from components.observability.signals import bands

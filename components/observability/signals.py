@@ -215,6 +215,8 @@ def bands(planned: list[int], max_model_len: int) -> list[tuple[int, int]]:
     below one request of maxModelLen, overlaps merged."""
     ranges = sorted((max(math.ceil(p * (1 - KV_PLAN_TOLERANCE)), max_model_len),
                      max(math.floor(p * (1 + KV_PLAN_TOLERANCE)), max_model_len)) for p in planned)
+    if not ranges:
+        return []
     merged = [ranges[0]]
     for low, high in ranges[1:]:
         if low <= merged[-1][1] + 1:
@@ -231,6 +233,8 @@ def kv_recordings(cfg: StackConfig, bands: KvBands) -> list[Recording]:
     label match against the band, written as a regex of the integers in it."""
     rules = []
     for key, ranges in sorted(bands.items()):
+        if not ranges:  # nothing planned (no GPU of the pool can hold a replica): nothing to compare with
+            continue
         m = cfg.models[key]
         labels = model_labels(key, m)
         rules += [Recording(KV_PLANNED, f"vector({s.kv_cache_tokens})", {**labels, "gpu": gpu})
