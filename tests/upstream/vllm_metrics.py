@@ -1,7 +1,8 @@
 """Check every vLLM metric the rendered rules, scalers and dashboards read against the installed vLLM itself.
 
 Runs in the vLLM virtualenv (`make test-upstream`). Reads vLLM's own metric declarations from its Prometheus stat
-logger's source (the `name="vllm:..."` of each Gauge, Counter and Histogram it creates) and expands them the way
+logger's source (the `name="vllm:..."` of each Gauge, Counter and Histogram it creates, and the info series its
+`log_metrics_info` emulates with a gauge from a `name = "vllm:..._info"` variable) and expands them the way
 prometheus_client exposes them: counters as `<name>_total`, histograms as `_bucket`, `_sum`, `_count`.
 Usage: python -m tests.upstream.vllm_metrics PLAN_DIR [PLAN_DIR ...]; exit 1 names every unknown metric.
 """
@@ -31,6 +32,11 @@ def declared() -> dict[str, str]:
             for keyword in node.keywords:
                 if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
                     found[keyword.value.value] = KINDS[node.func.attr]
+        # vllm:cache_config_info: `name = "vllm:cache_config_info"`, then `self._gauge_cls(name=name, ...)`.
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "name" for t in node.targets)
+                and isinstance(node.value, ast.Constant) and str(node.value.value).startswith("vllm:")
+                and str(node.value.value).endswith("_info")):
+            found[node.value.value] = "gauge"
     return found
 
 
