@@ -12,6 +12,8 @@ import datetime
 import re
 from pathlib import Path
 
+import yaml
+
 from catalog.gpus import GPUS
 from catalog.models import ModelConfigError, load_model
 from planning import calibration
@@ -84,12 +86,19 @@ def records(args: argparse.Namespace, today: str | None = None) -> list[calibrat
 
 
 def write(path: Path, new: list[calibration.Calibration]) -> None:
-    existing = list(calibration.load(path)) if path.exists() else []
-    ids = {r.id for r in new}
-    merged = [r for r in existing if r.id not in ids] + new
-    head = ("# Calibration records: what real vLLM start-ups measured, per GPU, tensor-parallel size and vLLM release\n"
-            "# (planning/calibration.py). Written by `llmctl calibrate --write`; review each like a catalog entry.\n")
-    path.write_text(head + calibration.as_yaml(merged))
+    """Merge `new` into the file by id. A file that is not a calibrations file is refused, not overwritten."""
+    try:
+        existing = list(calibration.load(path)) if path.exists() else []
+        ids = {r.id for r in new}
+        merged = [r for r in existing if r.id not in ids] + new
+        head = ("# Calibration records: what real vLLM start-ups measured, per GPU, tensor-parallel size and vLLM "
+                "release\n# (planning/calibration.py). Written by `llmctl calibrate --write`; review each like a "
+                "catalog entry.\n")
+        path.write_text(head + calibration.as_yaml(merged))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UsageError(f"--write {path}: cannot update it ({getattr(e, 'strerror', None) or e})") from None
+    except calibration.CalibrationError as e:
+        raise UsageError(f"--write {path}: not a calibrations file, left as it is ({e})") from None
 
 
 def run(args: argparse.Namespace) -> str:

@@ -172,7 +172,10 @@ def prometheus_series(answer: object, where: str) -> list[dict[str, str]]:
 
 
 def query_prometheus(url: str) -> list[dict[str, str]]:
-    parsed = urllib.parse.urlparse(url)
+    try:
+        parsed = urllib.parse.urlparse(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parsed = urllib.parse.urlparse("")
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise UsageError(f"--prometheus {url!r}: expected an http:// or https:// URL")
     endpoint = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": QUERY})

@@ -134,6 +134,17 @@ def test_calibrate_writes_a_file_the_planner_can_load_and_replaces_records_by_id
     assert "non_torch_gib: 2.13" in capsys.readouterr().out
 
 
+def test_write_refuses_an_unwritable_path_and_a_file_that_is_not_a_calibrations_file(tmp_path, capsys):
+    log = str(LOGS / "llama31-8b-h100-tp4.log")
+    assert main(["calibrate", log, "--write", str(tmp_path / "missing-dir" / "c.yaml")]) == 2
+    assert "cannot update it (No such file or directory)" in capsys.readouterr().err
+    other = tmp_path / "values.yaml"
+    other.write_text("replicas: 3\n")
+    assert main(["calibrate", log, "--write", str(other)]) == 2
+    assert "not a calibrations file, left as it is" in capsys.readouterr().err
+    assert other.read_text() == "replicas: 3\n"
+
+
 def test_calibrate_names_every_problem_of_every_log(tmp_path, capsys):
     not_a_log = tmp_path / "notes.txt"
     not_a_log.write_text("hello\n")

@@ -111,6 +111,7 @@ def test_an_answer_that_is_not_prometheus_is_refused_with_what_was_wrong(tmp_pat
 @pytest.mark.parametrize("args, message", [
     ([], "give what the servers report"),
     (["--prometheus", "ftp://example.com"], "expected an http:// or https:// URL"),
+    (["--prometheus", "http://[::1"], "expected an http:// or https:// URL"),
     (["--log", "llama-8b"], "expected MODEL=PATH"),
     (["--log", "nope=x.log"], "'nope' is not a model of the stack; allowed:"),
     (["--log", "llama-70b-tgi=x.log"], "llama-70b-tgi runs on tgi; only vLLM logs are read"),
