@@ -56,8 +56,6 @@ ENGINE_FIELDS = {"model": r"model='([^']+)'", "tensor_parallel_size": r"tensor_p
                  "pipeline_parallel_size": r"pipeline_parallel_size=([0-9]+)", "max_seq_len": r"max_seq_len=([0-9]+)",
                  "quantization": r"quantization=([A-Za-z0-9_-]+)", "kv_cache_dtype": r"kv_cache_dtype=([A-Za-z0-9_]+)",
                  "dtype": r"dtype=torch\.([a-z0-9]+)", "device": r"device_config=([a-z]+)"}
-DEFAULT_UTILIZATION = {(0, 19): 0.9, (0, 32): 0.92}
-"""vLLM's default --gpu-memory-utilization by release (0.92 from 0.21 on; vllm/config/cache.py)."""
 GPU_MEMORY_TOLERANCE = 0.03
 """How far the log's total memory may be from the named GPU's (CUDA reserves a little; 79.19 GiB on a 79.65 H100)."""
 
@@ -118,14 +116,10 @@ class Calibration:
         return f"calibration {self.id} (vLLM {self.vllm}, {self.gpu}, TP {self.tensor_parallel_size}, {self.source})"
 
 
-def _first(pattern: re.Pattern, text: str) -> str | None:
-    found = pattern.search(text)
-    return found.group(1) if found else None
-
-
 def _number(pattern: re.Pattern, text: str) -> float | None:
-    value = _first(pattern, text)
-    return float(value.replace(",", "")) if value is not None else None
+    """The first match's number (thousands separators dropped), or None."""
+    found = pattern.search(text)
+    return float(found.group(1).replace(",", "")) if found else None
 
 
 def read_log(text: str, where: str = "log") -> LogReading:
@@ -152,6 +146,7 @@ def read_log(text: str, where: str = "log") -> LogReading:
     if missing:
         raise CalibrationError(f"{where}: the engine line has no {', '.join(missing)}")
     release = tuple(int(v) for v in RELEASE.match(version).groups())
+    # vLLM's default --gpu-memory-utilization: 0.92 from 0.21 on (capacity.DEFAULT_GPU_MEMORY_UTILIZATION), 0.9 before.
     utilization = _number(PATTERNS["utilization"], text) or non_default.get("gpu_memory_utilization") \
         or (0.92 if release >= (0, 21) else 0.9)
     peak = _number(PATTERNS["peak_activation_gib"], text)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from catalog.gpus import GPUS, INTERCONNECTS, NVLINK, PCIE
 from catalog.models import ModelArch
 from catalog.versions import VLLM
-from planning import calibration as calibrations
+from planning import calibration
 
 GiB = 1024**3
 BLOCK_SIZE = 16
@@ -126,7 +126,7 @@ class SizingRequest:
     """--max-lora-rank: the rank every slot is sized for."""
     vllm_release: str = VLLM_RELEASE
     """major.minor of the vLLM that runs: a calibration is used only for its own release."""
-    calibrations: tuple[calibrations.Calibration, ...] | None = None
+    calibrations: tuple[calibration.Calibration, ...] | None = None
     """Measured overheads to prefer to the general formula when one matches the GPU, tensor-parallel size and
     release (planning/calibration.py). Default: catalog/calibrations.yaml; () for the general formula only."""
     non_torch_gib: float | None = None
@@ -297,13 +297,13 @@ def cuda_graph_gib(m: ModelArch, max_num_seqs: int, lora_slots: int = 0, layers:
             * cuda_graph_captures(max_num_seqs) * cuda_graph_lora_cases(lora_slots))
 
 
-def calibration_for(req: SizingRequest) -> calibrations.Calibration | None:
+def calibration_for(req: SizingRequest) -> calibration.Calibration | None:
     """The measured overheads for this request's GPU, tensor-parallel size and vLLM release, if a record has them.
     Records come from single-stage runs, so a pipeline-parallel request uses the general formula."""
     if req.pipeline_parallel_size != 1:
         return None
-    records = calibrations.shipped() if req.calibrations is None else req.calibrations
-    return calibrations.match(records, req.gpu_name, req.tensor_parallel_size, req.vllm_release, req.model.name)
+    records = calibration.shipped() if req.calibrations is None else req.calibrations
+    return calibration.match(records, req.gpu_name, req.tensor_parallel_size, req.vllm_release, req.model.name)
 
 
 def cpu_kv_tokens(m: ModelArch, kv_cache_space_gib: float, pipeline_parallel_size: int = 1,

@@ -32,8 +32,6 @@ STAGES = (2, 3)
 """Pipeline-parallel sizes per checkpoint (at most its layers): 3 splits 8 layers unevenly."""
 KV_SPACE_GIB = 1
 """VLLM_CPU_KVCACHE_SPACE: every stage's KV budget, the same on each (as on equal GPUs)."""
-CPU_BLOCK_SIZE = 128
-"""vLLM's KV block size on its CPU backend (the planner's BLOCK_SIZE, 16, is CUDA's)."""
 RESULT = "STAGES "
 
 
@@ -108,7 +106,7 @@ def compare(model_dir: str, stages: int, measured: dict) -> tuple[list[str], str
         problems.append(f"layers: vLLM {[(w['start'], w['end']) for w in workers]}, planner "
                         f"{[(s.start, s.end) for s in planned]}")
     per_token = [capacity.kv_bytes_per_token(m, dtype_bytes, 1, s.layers) for s in planned]
-    expected_blocks = KV_SPACE_GIB * capacity.GiB // (CPU_BLOCK_SIZE * max(per_token))
+    expected_blocks = capacity.cpu_kv_tokens(m, KV_SPACE_GIB, stages) // capacity.CPU_BLOCK_SIZE
     if blocks != expected_blocks:
         problems.append(f"KV blocks: vLLM {blocks}, the tightest stage's {expected_blocks}")
     rows = []
@@ -120,9 +118,9 @@ def compare(model_dir: str, stages: int, measured: dict) -> tuple[list[str], str
         loaded = loaded_bytes(sizes, w)
         if weights != loaded:
             problems.append(f"stage {i}: loads {loaded:,} bytes of weights, the planner says {weights:,}")
-        if w["kv_bytes"] != blocks * CPU_BLOCK_SIZE * token_bytes:
+        if w["kv_bytes"] != blocks * capacity.CPU_BLOCK_SIZE * token_bytes:
             problems.append(f"stage {i}: {w['kv_bytes']:,} bytes of KV cache, the planner says "
-                            f"{blocks * CPU_BLOCK_SIZE * token_bytes:,}")
+                            f"{blocks * capacity.CPU_BLOCK_SIZE * token_bytes:,}")
         rows.append(f"    stage {i}: layers {w['start']}-{w['end'] - 1}, embedding {w['embedding']}, head "
                     f"{w['lm_head']}: weights {loaded:,} B (planner {weights:,}), KV {w['kv_bytes']:,} B")
     head = f"  {Path(model_dir).name:<12} pipeline {stages}: {blocks} KV blocks in each stage (planner {expected_blocks})"
