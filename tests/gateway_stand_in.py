@@ -17,11 +17,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import config
 from tests.litellm_proxy import start_proxy
+from tests.local_http import StandInServer, serve
 from tests.servers import Server, free_port
 
 HUNG_SECONDS = 30
@@ -46,16 +47,14 @@ class Received:
 @dataclass
 class StandIns:
     received: list[Received] = field(default_factory=list)
-    servers: list[ThreadingHTTPServer] = field(default_factory=list)
+    servers: list[StandInServer] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def serve(self, name: str, kind: str) -> str:
         handler = type(f"StandIn_{name}", (_StandIn,), {"name": name, "kind": kind, "log": self})
-        server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = serve(handler, free_port())
         self.servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}"
+        return server.url
 
     def since(self, mark: int) -> list[Received]:
         return self.received[mark:]
@@ -63,8 +62,7 @@ class StandIns:
     def shutdown(self) -> None:
         self.stopping.set()
         for server in self.servers:
-            server.shutdown()
-            server.server_close()
+            server.stop()
 
 
 class _StandIn(BaseHTTPRequestHandler):

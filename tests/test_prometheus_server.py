@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.server
 import subprocess
-import threading
 import time
 
 import pytest
@@ -21,6 +20,7 @@ import yaml
 
 from components.observability.signals import scaler_queries
 from tests.conftest import Rendered
+from tests.local_http import serve
 from tests.prometheus import OPERATOR_RELABELINGS, Api, pod_target, relabel
 from tests.servers import free_port
 from tests.tools import stop, tool
@@ -126,8 +126,7 @@ def _scrape_configs(prod: Rendered, exporters: str) -> list[dict]:
 def prometheus(prod: Rendered, tmp_path_factory):
     binary = tool("prometheus")
     work = tmp_path_factory.mktemp("prometheus")
-    exporters = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Exporters)
-    threading.Thread(target=exporters.serve_forever, daemon=True).start()
+    exporters = serve(_Exporters)
     [rule] = prod.kind("PrometheusRule")
     (work / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     (work / "prometheus.yaml").write_text(yaml.safe_dump({
@@ -146,7 +145,7 @@ def prometheus(prod: Rendered, tmp_path_factory):
         yield api
     finally:
         stop(proc)
-        exporters.shutdown()
+        exporters.stop()
         log.close()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 import urllib.parse
 
 import pytest
@@ -16,6 +15,7 @@ from config.checks import kv_plans
 from llmctl import verify
 from llmctl.__main__ import main
 from tests.conftest import ROOT
+from tests.local_http import serve
 
 PROD = config.load_stack_file(ROOT, "prod")
 
@@ -163,18 +163,13 @@ class _StandIn(http.server.BaseHTTPRequestHandler):
 def test_verify_queries_a_live_prometheus_for_the_inference_namespaces_servers(capsys):
     _StandIn.body = json.dumps(answer(series("llama-8b", "llama-8b-a", planned("llama-8b")["L4"]))).encode()
     _StandIn.asked = []
-    server = http.server.HTTPServer(("127.0.0.1", 0), _StandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = serve(_StandIn)
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        assert main(["verify", "prod", "--prometheus", url], project_dir=ROOT) == 0
+        assert main(["verify", "prod", "--prometheus", server.url], project_dir=ROOT) == 0
         assert _StandIn.asked == ['/api/v1/query?query=vllm:cache_config_info{namespace="llm-inference"}']
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-    closed = f"http://127.0.0.1:{server.server_address[1]}"  # nothing listens there now
+        server.stop()
+    closed = server.url  # nothing listens there now
     assert main(["verify", "prod", "--prometheus", closed], project_dir=ROOT) == 2
     assert "cannot query it" in capsys.readouterr().err
 

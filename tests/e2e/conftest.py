@@ -21,8 +21,9 @@ from components.observability import monitoring
 from tests.alertmanager_config import STAND_INS, alertmanager_config
 from tests.conftest import ROOT
 from tests.e2e import report, stack
-from tests.e2e.stand_ins import Readiness, SlackWebhook, StateMetrics, serve
+from tests.e2e.stand_ins import Readiness, SlackWebhook, StateMetrics
 from tests.litellm_proxy import start_proxy
+from tests.local_http import serve
 from tests.prometheus import Api
 from tests.replica_router_local import LocalRouter, start_router
 from tests.servers import Server, StartupFailed, free_port, fresh_folder, start
@@ -249,4 +250,4 @@ def platform():
         for server in reversed(started):
             server.stop()
         for helper in helpers:
-            helper.shutdown()
+            helper.stop()

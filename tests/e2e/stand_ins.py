@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from components.serving import model_server
 from tests.e2e import stack
@@ -94,9 +94,3 @@ def _healthy(url: str, timeout: float) -> bool:
             return answer.status == 200
     except OSError:
         return False
-
-
-def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
