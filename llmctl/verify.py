@@ -2,7 +2,8 @@
 
 What the servers report comes from the cluster's Prometheus (`vllm:cache_config_info`, whose labels carry the KV
 cache vLLM really allocated: `kv_cache_size_tokens`, `num_gpu_blocks`, `block_size`), from a saved answer of the same
-query, and, where given, from the servers' start-up logs (weights, overheads and KV cache per GPU). Each server is
+query, and from the servers' start-up logs (weights, overheads and KV cache per GPU): files, or read from every
+running server with the user's kubectl (`--kubectl-logs`). Each server is
 compared with the plan for the GPU it is closest to among its pool's instance types; the run fails when any is more
 than `--threshold` off, or holds less KV cache than one request of the model's maxModelLen.
 """
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import config
 from catalog.models import ModelArch, ModelConfigError, load_model
-from components.serving.model_server import NAMESPACE
+from components.serving.model_server import NAMESPACE, endpoint_selector
+from components.serving.vllm_service import CONTAINER
 from config.checks import kv_plans
-from llmctl import calibrate
+from llmctl import calibrate, kubectl
 from planning import calibration, capacity
 
 QUERY = f'vllm:cache_config_info{{namespace="{NAMESPACE}"}}'
@@ -51,6 +53,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help=f"a saved answer of /api/v1/query?query={QUERY} (offline)")
     source.add_argument("--log", action="append", default=[], metavar="MODEL=FILE",
                         help="a server's start-up log (kubectl logs <pod>), for a model of the stack; repeatable")
+    source.add_argument("--kubectl-logs", action="store_true",
+                        help="read the start-up log of every running vLLM server of the stack (a multi-node group's "
+                             f"leader) with kubectl, from namespace {NAMESPACE} of its current context")
+    p.add_argument("--kubectl", default="kubectl", metavar="PATH",
+                   help="the kubectl that --kubectl-logs runs (default: kubectl on PATH)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                    help=f"largest relative error that passes (default {DEFAULT_THRESHOLD:g})")
     p.add_argument("--cpu-kv-space-gib", type=float,
@@ -217,13 +224,10 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def log_row(key: str, m: config.ModelDeployment, path: str, candidates: list[Plan], threshold: float) -> Row:
+def log_row(key: str, m: config.ModelDeployment, name: str, reading: calibration.LogReading, candidates: list[Plan],
+            threshold: float) -> Row:
     """A start-up log: its KV tokens judged like a server's, with weights and overheads per GPU beside the plan's."""
-    try:
-        reading = calibration.read_log(read_log_file(Path(path)), path)
-    except calibration.CalibrationError as e:
-        raise UsageError(str(e)) from None
-    row = judge(key, m, f"log {Path(path).name}", candidates, reading.kv_tokens, threshold)
+    row = judge(key, m, name, candidates, reading.kv_tokens, threshold)
     plan = next((p for p in candidates if p.gpu == row.plan.split("/")[0]), None)
     if plan and plan.sizing and reading.weights_gib is not None:
         s = plan.sizing
@@ -240,6 +244,25 @@ def log_row(key: str, m: config.ModelDeployment, path: str, candidates: list[Pla
     return row
 
 
+def cluster_logs(kubectl_path: str, key: str, m: config.ModelDeployment
+                 ) -> list[tuple[str, calibration.LogReading | None, str]]:
+    """(pod, its start-up reading or None, why not) for each running server of model `key`. A log without the start-up
+    lines is a note, not an error: kubelet rotates a busy server's log, and Prometheus still has its KV capacity."""
+    try:
+        pods = kubectl.running_pods(kubectl_path, NAMESPACE, endpoint_selector(key, m))
+        out = []
+        for pod in pods:
+            text = kubectl.log(kubectl_path, NAMESPACE, pod, CONTAINER, calibrate.MAX_LOG_BYTES)
+            try:
+                out.append((pod, calibration.read_log(text, "its log"), ""))
+            except calibration.CalibrationError as e:
+                out.append((pod, None, f"kubelet rotates a long-running server's log, and Prometheus still has its KV "
+                                       f"capacity; {e}"))
+        return out
+    except kubectl.KubectlError as e:
+        raise UsageError(f"--kubectl-logs: {e}") from None
+
+
 def run(args: argparse.Namespace, project_dir: Path) -> Report:
     """The checks of `args` against the stack file's plan (raises UsageError, config.ConfigError)."""
     _check_arguments(args)
@@ -247,8 +270,9 @@ def run(args: argparse.Namespace, project_dir: Path) -> Report:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    if not args.prometheus and not args.prometheus_json and not args.log:
-        raise UsageError("give what the servers report: --prometheus URL, --prometheus-json FILE or --log MODEL=FILE")
+    if not (args.prometheus or args.prometheus_json or args.log or args.kubectl_logs):
+        raise UsageError("give what the servers report: --prometheus URL, --prometheus-json FILE, --log MODEL=FILE "
+                         "or --kubectl-logs")
     if not 0 < args.threshold < 1:
         raise UsageError(f"--threshold {args.threshold}: must be between 0 and 1 (0.1 is 10%)")
     if args.cpu_kv_space_gib is not None and not 0 < args.cpu_kv_space_gib <= capacity.MAX_GPU_MEMORY_GIB:
@@ -289,7 +313,20 @@ def compare(cfg: config.StackConfig, args: argparse.Namespace) -> Report:
     for key, path in _pairs(args.log, "--log", cfg.models):
         if key not in vllm_models:
             raise UsageError(f"--log {key}={path}: {key} runs on {cfg.models[key].engine}; only vLLM logs are read")
+        try:
+            reading = calibration.read_log(read_log_file(Path(path)), path)
+        except calibration.CalibrationError as e:
+            raise UsageError(str(e)) from None
         reported.add(key)
-        rows.append(log_row(key, vllm_models[key], path, candidates[key], args.threshold))
+        rows.append(log_row(key, vllm_models[key], f"log {Path(path).name}", reading, candidates[key],
+                            args.threshold))
+    if args.kubectl_logs:
+        for key, m in vllm_models.items():
+            for pod, reading, unread in cluster_logs(args.kubectl, key, m):
+                if reading is None:
+                    notes.append(f"{key}: {pod}'s log was not read: {unread}")
+                    continue
+                reported.add(key)
+                rows.append(log_row(key, m, f"{pod} (log)", reading, candidates[key], args.threshold))
     notes += [f"{k}: no server reported (scaled to zero, or not running)" for k in vllm_models if k not in reported]
     return Report(rows, notes, args.threshold)

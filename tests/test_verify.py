@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import sys
+import time
 import urllib.parse
 
 import pytest
@@ -207,3 +209,100 @@ def test_a_saved_cpu_servers_log_is_read_and_refused_for_calibration(capsys):
                                                                                       2048)
     assert main(["calibrate", str(log), "--gpu", "L40S", "--model", "llama-3.1-8b"]) == 2
     assert "it ran on cpu, not a GPU" in capsys.readouterr().err
+
+
+# --kubectl-logs: a stand-in kubectl that answers from a script and records how it was called --------------------
+
+FAKE_KUBECTL = """#!{python}
+import json, pathlib, sys, time
+here = pathlib.Path(__file__).parent
+args = sys.argv[1:]
+with (here / "calls.jsonl").open("a") as calls:
+    calls.write(json.dumps(args) + "\\n")
+script = json.loads((here / "script.json").read_text())
+verb = args[0]
+if verb in script.get("sleep", {{}}):
+    time.sleep(script["sleep"][verb])
+if verb in script.get("fail", {{}}):
+    sys.stderr.write(script["fail"][verb] + "\\n")
+    sys.exit(1)
+if verb == "get":
+    selector = args[args.index("-l") + 1]
+    pods = script["pods"].get(selector, [])
+    if isinstance(pods, str):
+        sys.stdout.write(pods)
+    else:
+        sys.stdout.write(json.dumps({{"items": [{{"metadata": {{"name": n}}, "status": {{"phase": p}}}}
+                                                for n, p in pods]}}))
+elif verb == "logs":
+    sys.stdout.write(pathlib.Path(script["logs"][args[3]]).read_text())
+"""
+LOGS = ROOT / "tests" / "data" / "vllm_logs"
+SELECTOR_8B = "app.kubernetes.io/component=model-server,app.kubernetes.io/instance=llama-8b"
+
+
+def fake_kubectl(tmp_path, script: dict) -> tuple[str, callable]:
+    path = tmp_path / "kubectl"
+    path.write_text(FAKE_KUBECTL.format(python=sys.executable))
+    path.chmod(0o755)
+    (tmp_path / "script.json").write_text(json.dumps(script))
+
+    def calls() -> list[list[str]]:
+        log = tmp_path / "calls.jsonl"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return str(path), calls
+
+
+def test_kubectl_logs_reads_every_running_server_and_notes_a_log_without_its_start_up_lines(tmp_path, capsys):
+    rotated = tmp_path / "rotated.log"
+    rotated.write_text("INFO 12-03 08:00:00 [loggers.py:123] Engine 000: Avg prompt throughput: 1.0 tokens/s\n")
+    kubectl, calls = fake_kubectl(tmp_path, {
+        "pods": {SELECTOR_8B: [["llama-8b-7d9f-abcde", "Running"], ["llama-8b-7d9f-fghij", "Pending"],
+                               ["llama-8b-7d9f-klmno", "Running"]]},
+        "logs": {"llama-8b-7d9f-abcde": str(LOGS / "llama31-8b-h100-tp1.log"), "llama-8b-7d9f-klmno": str(rotated)}})
+    code = main(["verify", "prod", "--kubectl-logs", "--kubectl", kubectl], project_dir=ROOT)
+    out = capsys.readouterr().out
+    # An H100 log against prod's L4/A10G/L40S pool: far off, and judged like a --log file.
+    assert code == 1 and "476,016" in row(out, "llama-8b-7d9f-abcde (log)") and "off plan" in out
+    assert "per GPU, logged / planned GiB: weights 14.99 / 14.99" in out
+    [note] = [line for line in out.splitlines() if "llama-8b-7d9f-klmno" in line]
+    assert note.startswith("note: llama-8b: llama-8b-7d9f-klmno's log was not read: kubelet rotates")
+    assert "no 'Initializing a V1 LLM engine (vX) with config:' line" in note
+    assert "llama-8b-7d9f-fghij" not in out  # Pending: no server, no log
+    made = calls()
+    gets = [c for c in made if c[0] == "get"]
+    assert ["get", "pods", "-n", "llm-inference", "-l", SELECTOR_8B, "-o", "json", "--request-timeout=30s"] in gets
+    # The multi-node model: only each group's leader serves and logs the engine's start-up.
+    [lws] = [c for c in gets if "app.kubernetes.io/instance=llama-405b-bf16" in c[5]]
+    assert "leaderworkerset.sigs.k8s.io/worker-index=0" in lws[5].split(",")
+    assert not [c for c in gets if "llama-70b-tgi" in c[5]]  # TGI publishes no KV capacity
+    assert [c for c in made if c[0] == "logs"] == [
+        ["logs", "-n", "llm-inference", pod, "-c", "vllm", "--limit-bytes=67108864", "--request-timeout=30s"]
+        for pod in ("llama-8b-7d9f-abcde", "llama-8b-7d9f-klmno")]
+
+
+@pytest.mark.parametrize("script, message", [
+    ({"fail": {"get": "error: You must be logged in to the server (Unauthorized)"}},
+     "`kubectl get pods -n llm-inference -l app.kubernetes.io/component=model-server,app.kubernetes.io/instance="
+     "llama-405b-bf16,leaderworkerset.sigs.k8s.io/worker-index=0 -o json` failed (exit 1): error: You must be logged in"),
+    ({"pods": {SELECTOR_8B: "<html>proxy login</html>"}}, "not a pod list ('<html>proxy login</html>')"),
+    ({"pods": {SELECTOR_8B: [["--all-namespaces", "Running"]]}}, "not pod names: ['--all-namespaces']"),
+    ({"pods": {SELECTOR_8B: [["llama-8b-a", "Running"]]}, "fail": {"logs": "error: container vllm is not valid"}},
+     "`kubectl logs -n llm-inference llama-8b-a -c vllm --limit-bytes=67108864` failed (exit 1): error: container"),
+])
+def test_a_failing_kubectl_exits_2_naming_the_command_and_its_error(tmp_path, capsys, script, message):
+    kubectl, _ = fake_kubectl(tmp_path, script)
+    assert main(["verify", "prod", "--kubectl-logs", "--kubectl", kubectl], project_dir=ROOT) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --kubectl-logs: ") and message in err and "Traceback" not in err
+
+
+def test_a_missing_or_hung_kubectl_is_a_clear_error_in_bounded_time(tmp_path, capsys, monkeypatch):
+    assert main(["verify", "prod", "--kubectl-logs", "--kubectl", str(tmp_path / "nope")], project_dir=ROOT) == 2
+    assert "not found; install kubectl or give its path" in capsys.readouterr().err
+    kubectl, _ = fake_kubectl(tmp_path, {"sleep": {"get": 60}})
+    monkeypatch.setattr(verify.kubectl, "PROCESS_TIMEOUT_SECONDS", 1)
+    started = time.monotonic()
+    assert main(["verify", "prod", "--kubectl-logs", "--kubectl", kubectl], project_dir=ROOT) == 2
+    assert time.monotonic() - started < 30
+    assert "did not finish within 1 s" in capsys.readouterr().err

@@ -18,6 +18,8 @@ from components.serving.model_server import (
 from config import ModelDeployment
 from config.schema import LoraAdapter
 
+CONTAINER = "vllm"
+"""The server's container, whose log holds vLLM's start-up lines (`llmctl verify --kubectl-logs` reads it)."""
 ADAPTERS_PATH = f"{CACHE_PATH}/adapters"
 """Each adapter's files, fetched before the server starts: <ADAPTERS_PATH>/<adapter name>/."""
 
@@ -133,7 +135,7 @@ class VllmService(ModelServer):
             {"name": "AWS_DEFAULT_REGION", "value": args.region},
         ]
         container = {
-            "name": "vllm",
+            "name": CONTAINER,
             "image": VLLM.reference,
             "command": ["vllm", "serve"],
             "args": vllm_args(args.key, args.deployment, bucket, cls.PORT),
