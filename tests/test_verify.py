@@ -306,3 +306,23 @@ def test_a_missing_or_hung_kubectl_is_a_clear_error_in_bounded_time(tmp_path, ca
     assert main(["verify", "prod", "--kubectl-logs", "--kubectl", kubectl], project_dir=ROOT) == 2
     assert time.monotonic() - started < 30
     assert "did not finish within 1 s" in capsys.readouterr().err
+
+
+def test_kubectl_logs_verifies_the_e2e_servers_from_a_real_vllm_0_32_log(tmp_path):
+    """The saved log of one of `make e2e`'s real vLLM CPU servers, served by each pod the stand-in kubectl lists."""
+    from components.serving.model_server import endpoint_selector
+    from tests.e2e import stack, tiny_model
+    cfg = stack.stack_config()
+    config_json = tiny_model.write_config(tmp_path / "tiny") / "config.json"
+    selectors = {key: ",".join(f"{k}={v}" for k, v in sorted(endpoint_selector(key, cfg.models[key]).items()))
+                 for key in stack.SERVED}
+    kubectl, _ = fake_kubectl(tmp_path, {
+        "pods": {selectors[key]: [[f"{key}-0", "Running"]] for key in stack.SERVED},
+        "logs": {f"{key}-0": str(LOGS / "e2e-cpu-tiny-v032.log") for key in stack.SERVED}})
+    configs = [a for key in stack.SERVED for a in ("--model-config", f"{key}={config_json}")]
+    report = verify.compare(cfg, verify.arguments("e2e", "--kubectl-logs", "--kubectl", kubectl,
+                                                  "--cpu-kv-space-gib", "1", *configs))
+    assert report.ok, report.text
+    assert sorted((r.server, r.actual, r.error) for r in report.rows) == [
+        (f"{key}-0 (log)", 4_194_304, 0) for key in sorted(stack.SERVED)]
+    assert all(r.detail == "vLLM on cpu: no memory profile in the log" for r in report.rows)
