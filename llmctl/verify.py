@@ -246,21 +246,24 @@ def log_row(key: str, m: config.ModelDeployment, name: str, reading: calibration
 
 def cluster_logs(kubectl_path: str, key: str, m: config.ModelDeployment
                  ) -> list[tuple[str, calibration.LogReading | None, str]]:
-    """(pod, its start-up reading or None, why not) for each running server of model `key`. A log without the start-up
-    lines is a note, not an error: kubelet rotates a busy server's log, and Prometheus still has its KV capacity."""
+    """(pod, its start-up reading or None, why not) for each running server of model `key`. Not reaching the cluster
+    is an error; one pod whose log cannot be read (its container restarting) or has lost its start-up lines (kubelet
+    rotates a busy server's log) is a note: the others are still verified, and Prometheus has every server's KV."""
     try:
         pods = kubectl.running_pods(kubectl_path, NAMESPACE, endpoint_selector(key, m))
-        out = []
-        for pod in pods:
-            text = kubectl.log(kubectl_path, NAMESPACE, pod, CONTAINER, calibrate.MAX_LOG_BYTES)
-            try:
-                out.append((pod, calibration.read_log(text, "its log"), ""))
-            except calibration.CalibrationError as e:
-                out.append((pod, None, f"kubelet rotates a long-running server's log, and Prometheus still has its KV "
-                                       f"capacity; {e}"))
-        return out
     except kubectl.KubectlError as e:
         raise UsageError(f"--kubectl-logs: {e}") from None
+    out = []
+    for pod in pods:
+        try:
+            text = kubectl.log(kubectl_path, NAMESPACE, pod, CONTAINER, calibrate.MAX_LOG_BYTES)
+            out.append((pod, calibration.read_log(text, "its log"), ""))
+        except kubectl.KubectlError as e:
+            out.append((pod, None, str(e)))
+        except calibration.CalibrationError as e:
+            out.append((pod, None, f"kubelet rotates a long-running server's log, and Prometheus still has its KV "
+                                   f"capacity; {e}"))
+    return out
 
 
 def run(args: argparse.Namespace, project_dir: Path) -> Report:

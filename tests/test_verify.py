@@ -287,14 +287,22 @@ def test_kubectl_logs_reads_every_running_server_and_notes_a_log_without_its_sta
      "llama-405b-bf16,leaderworkerset.sigs.k8s.io/worker-index=0 -o json` failed (exit 1): error: You must be logged in"),
     ({"pods": {SELECTOR_8B: "<html>proxy login</html>"}}, "not a pod list ('<html>proxy login</html>')"),
     ({"pods": {SELECTOR_8B: [["--all-namespaces", "Running"]]}}, "not pod names: ['--all-namespaces']"),
-    ({"pods": {SELECTOR_8B: [["llama-8b-a", "Running"]]}, "fail": {"logs": "error: container vllm is not valid"}},
-     "`kubectl logs -n llm-inference llama-8b-a -c vllm --limit-bytes=67108864` failed (exit 1): error: container"),
 ])
 def test_a_failing_kubectl_exits_2_naming_the_command_and_its_error(tmp_path, capsys, script, message):
     kubectl, _ = fake_kubectl(tmp_path, script)
     assert main(["verify", "prod", "--kubectl-logs", "--kubectl", kubectl], project_dir=ROOT) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --kubectl-logs: ") and message in err and "Traceback" not in err
+
+
+def test_a_pod_whose_log_kubectl_cannot_read_is_a_note_and_the_run_fails_with_nothing_verified(tmp_path, capsys):
+    kubectl, _ = fake_kubectl(tmp_path, {"pods": {SELECTOR_8B: [["llama-8b-a", "Running"]]},
+                                         "fail": {"logs": 'container "vllm" in pod "llama-8b-a" is waiting to start'}})
+    assert main(["verify", "prod", "--kubectl-logs", "--kubectl", kubectl], project_dir=ROOT) == 1
+    out = capsys.readouterr().out
+    assert ("note: llama-8b: llama-8b-a's log was not read: `kubectl logs -n llm-inference llama-8b-a -c vllm "
+            '--limit-bytes=67108864` failed (exit 1): container "vllm" in pod "llama-8b-a" is waiting to start') in out
+    assert "FAILED: no server of this stack reported anything" in out
 
 
 def test_a_missing_or_hung_kubectl_is_a_clear_error_in_bounded_time(tmp_path, capsys, monkeypatch):
