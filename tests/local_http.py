@@ -1,13 +1,13 @@
 """In-process HTTP stand-ins for the tests (a Prometheus answer, exporters, model servers, a webhook): on 127.0.0.1,
 served from daemon threads, and quiet about clients that hang up.
 
-Why not socketserver's own error report: it prints a traceback from the handler's thread, and Python 3.11's
-traceback formatting parses source lines with `ast` to place its carets. CPython up to 3.11.7 (CI's Python) keeps the
-AST constructor's recursion counter per interpreter, not per thread (python/cpython#106905), so that parse can make
-an `ast.parse` running at the same time in the test's own thread fail with "SystemError: AST constructor recursion
-depth mismatch". It did, in CI: a gateway stand-in wrote to a client that had gone while tests/test_layout.py parsed
-the program. Here a hang-up is counted and nothing is printed; any other handler error is kept in `errors` and
-reported in one line built from `traceback.extract_tb`, which reads frames without parsing them.
+Why not socketserver's own error report: it prints a traceback from the handler's thread, and Python 3.11's traceback
+formatting parses source lines with `ast` to place its carets. CPython up to 3.11.7 (CI's Python) keeps the AST
+constructor's recursion counter per interpreter, not per thread (python/cpython#106905, fixed by #113035), so a parse
+can make an `ast.parse` running at the same time in the test's own thread fail with "SystemError: AST constructor
+recursion depth mismatch". It did, in CI: a gateway stand-in wrote to a client that had gone while
+tests/test_layout.py parsed the program. Here a hang-up is counted and nothing is printed; any other handler error is
+kept in `errors` and reported in one line built from `traceback.extract_tb`, which reads frames without parsing them.
 """
 
 from __future__ import annotations
