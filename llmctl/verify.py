@@ -217,6 +217,13 @@ def read_log_file(path: Path) -> str:
         raise UsageError(str(e)) from None
 
 
+def server_name(labels: dict[str, str]) -> str:
+    """A series' pod (or scrape instance), printable as it stands: label values are whatever the answer said, and a
+    saved answer could carry terminal escape sequences."""
+    name = labels.get("pod") or labels.get("instance") or "?"
+    return name if name.isprintable() else name.encode("unicode_escape").decode()
+
+
 def _int(value: str | None) -> int | None:
     try:
         return int(value) if value not in (None, "", "None") else None
@@ -303,14 +310,12 @@ def compare(cfg: config.StackConfig, args: argparse.Namespace) -> Report:
     if args.prometheus_json:
         series += saved_series(args.prometheus_json)
     rows, reported = [], set()
-    for labels in sorted(series, key=lambda s: (s.get("model", ""), s.get("pod", s.get("instance", "")))):
-        key = labels.get("model", "")
+    for labels in sorted(series, key=lambda s: (s.get("model", ""), server_name(s))):
+        key, server = labels.get("model", ""), server_name(labels)
         if key not in vllm_models:
-            notes.append(f"a server labelled model={key!r} ({labels.get('pod', labels.get('instance', '?'))}) is not "
-                         "a vLLM model of this stack; skipped")
+            notes.append(f"a server labelled model={key!r} ({server}) is not a vLLM model of this stack; skipped")
             continue
         reported.add(key)
-        server = labels.get("pod") or labels.get("instance") or "?"
         rows.append(judge(key, vllm_models[key], server, candidates[key], _int(labels.get("kv_cache_size_tokens")),
                           args.threshold))
     for key, path in _pairs(args.log, "--log", cfg.models):

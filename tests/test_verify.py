@@ -92,6 +92,15 @@ def test_series_that_are_not_the_stacks_and_servers_without_the_label_are_report
     assert row(out, "llama-8b-a").endswith("reports no KV capacity")
 
 
+def test_label_values_reach_the_terminal_escaped(tmp_path, capsys):
+    """A saved answer is anyone's file: a pod label with escape sequences must not drive the operator's terminal."""
+    hostile = "p\x1b]0;owned\x07\x1b[2J"
+    code, out, _ = run(tmp_path, capsys, answer(series("llama-8b", hostile, planned("llama-8b")["L4"]),
+                                                series("other", hostile, 1000)))
+    assert code == 0 and "\x1b" not in out
+    assert "p\\x1b]0;owned\\x07\\x1b[2J" in out  # shown, escaped, in the row and in the skipped note
+
+
 def test_no_server_at_all_is_a_failure_not_a_pass(tmp_path, capsys):
     code, out, _ = run(tmp_path, capsys, answer())
     assert code == 1 and "FAILED: no server of this stack reported anything" in out
@@ -235,7 +244,7 @@ if verb == "get":
         sys.stdout.write(json.dumps({{"items": [{{"metadata": {{"name": n}}, "status": {{"phase": p}}}}
                                                 for n, p in pods]}}))
 elif verb == "logs":
-    sys.stdout.write(pathlib.Path(script["logs"][args[3]]).read_text())
+    sys.stdout.buffer.write(pathlib.Path(script["logs"][args[3]]).read_bytes())
 """
 LOGS = ROOT / "tests" / "data" / "vllm_logs"
 SELECTOR_8B = "app.kubernetes.io/component=model-server,app.kubernetes.io/instance=llama-8b"
@@ -303,6 +312,16 @@ def test_a_pod_whose_log_kubectl_cannot_read_is_a_note_and_the_run_fails_with_no
     assert ("note: llama-8b: llama-8b-a's log was not read: `kubectl logs -n llm-inference llama-8b-a -c vllm "
             '--limit-bytes=67108864` failed (exit 1): container "vllm" in pod "llama-8b-a" is waiting to start') in out
     assert "FAILED: no server of this stack reported anything" in out
+
+
+def test_a_pod_log_of_binary_garbage_is_a_note_not_a_crash(tmp_path, capsys):
+    garbage = tmp_path / "garbage.log"
+    garbage.write_bytes(bytes(range(256)) * 4096 + b"\xff\xfe")
+    kubectl, _ = fake_kubectl(tmp_path, {"pods": {SELECTOR_8B: [["llama-8b-a", "Running"]]},
+                                         "logs": {"llama-8b-a": str(garbage)}})
+    assert main(["verify", "prod", "--kubectl-logs", "--kubectl", kubectl], project_dir=ROOT) == 1
+    out, err = capsys.readouterr()
+    assert "note: llama-8b: llama-8b-a's log was not read: kubelet rotates" in out and not err
 
 
 def test_a_missing_or_hung_kubectl_is_a_clear_error_in_bounded_time(tmp_path, capsys, monkeypatch):
